@@ -1,0 +1,59 @@
+"""Atomic file writing: a reader never sees a half-written file, and an interrupted write leaves the old
+file (if any) intact. Everything cstf-edge writes goes through here."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cstf_edge.errors import DataError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` atomically (LF line ends as given)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def encode_image(image: np.ndarray, suffix: str, png_compression: int = 1) -> bytes:
+    """Encode an image (BGR or single channel, uint8/uint16) for a file suffix such as ``.png``."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression] if suffix.lower() == ".png" else []
+    ok, buf = cv2.imencode(suffix, image, params)
+    if not ok:
+        raise DataError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, png_compression: int = 1) -> Path:
+    """Write an image atomically; the format follows the suffix (PNG written with fast compression)."""
+    path = Path(path)
+    return atomic_write_bytes(path, encode_image(image, path.suffix, png_compression))
+
+
+def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Read an image with OpenCV; a missing or undecodable file is a ``DataError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image (empty, truncated or unsupported format)")
+    return image

@@ -1,0 +1,20 @@
+"""Rotated boxes, polygons and their overlaps, in the one convention of ``boxes``."""
+from cstf_edge.geometry.boxes import (
+    as_polygons,
+    as_rboxes,
+    canonicalize_rboxes,
+    poly_to_hbb,
+    poly_to_rbox,
+    rbox_to_hbb,
+    rbox_to_poly,
+)
+
+__all__ = [
+    "as_polygons",
+    "as_rboxes",
+    "canonicalize_rboxes",
+    "poly_to_hbb",
+    "poly_to_rbox",
+    "rbox_to_hbb",
+    "rbox_to_poly",
+]
