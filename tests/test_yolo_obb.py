@@ -48,7 +48,7 @@ def test_dota8_loads_all_133_objects_in_pixels(shared_data):
     np.testing.assert_allclose(first.polygons[0, 0], [0.813477 * 1024, 0.523437 * 1024])
     # DOTA8 corners of objects cut by the patch border run a little past [0, 1]; they are kept as written.
     corners = np.concatenate([e.polygons.reshape(-1, 2) for e in entries])
-    assert corners.min() >= -0.02 * 1024 and corners.max() <= 1.02 * 1024
+    assert corners.min() >= -0.1 * 1024 and corners.max() <= 1.1 * 1024
     assert corners.max() > 1024
 
 
