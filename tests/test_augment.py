@@ -27,7 +27,9 @@ from cstf_edge.geometry import canonicalize_rboxes, poly_to_rbox, rbox_to_poly
 
 HEIGHT, WIDTH = 160, 200
 # One box per colour channel, all well inside the image, short sides >= 30 px (edge blur stays small).
-BOXES = np.array([[60.0, 50.0, 60.0, 30.0, 0.3], [140.0, 105.0, 50.0, 34.0, -1.0], [150.0, 40.0, 30.0, 30.0, 0.2]])
+BOXES = np.array(
+    [[60.0, 50.0, 60.0, 30.0, 0.3], [140.0, 105.0, 50.0, 34.0, -1.0], [150.0, 40.0, 30.0, 30.0, 0.2]]
+)
 
 
 def rasterize(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -46,7 +48,7 @@ def boxes_state(boxes: np.ndarray = BOXES, with_reference: bool = False) -> Augm
     return AugmentState(image, polygons, reference=image.copy() if with_reference else None)
 
 
-def assert_labels_cover_pixels(state: AugmentState, min_iou: float = 0.9, max_centre_error: float = 0.2) -> None:
+def assert_labels_cover_pixels(state: AugmentState, min_iou: float = 0.9, max_centre_error: float = 0.2):
     """Each channel's bright pixels match its polygon: mask IoU and the centroid of the bright pixels."""
     shape = state.image.shape[:2]
     for channel, polygon in enumerate(state.polygons):
@@ -70,8 +72,8 @@ GEOMETRIC_STEPS = {
     "rotate-77": lambda s: rotate(s, -77.0, border_value=0),
     "letterbox-up": lambda s: letterbox_for_training(s, 300, pad_value=0),
     "letterbox-down": lambda s: letterbox_for_training(s, (100, 120), pad_value=0),
-    "scale-pad": lambda s: ScaleJitter((260, 300), (1.3, 1.3), border_value=0)(s, np.random.default_rng(3)),
-    "scale-shrink": lambda s: ScaleJitter((160, 200), (0.8, 0.8), border_value=0)(s, np.random.default_rng(4)),
+    "scale-pad": lambda s: ScaleJitter((260, 300), (1.3, 1.3), 0)(s, np.random.default_rng(3)),
+    "scale-shrink": lambda s: ScaleJitter((160, 200), (0.8, 0.8), 0)(s, np.random.default_rng(4)),
 }
 
 
@@ -115,7 +117,8 @@ HALF_PI = np.pi / 2
         (lambda s: rot90(s, 3), [50, 40, 40, 16, 0.3], [40, 110, 40, 16, 0.3 - HALF_PI]),
         (lambda s: rot90(s, 1), [50, 40, 20, 20, 0.2], [80, 50, 20, 20, 0.2]),  # a square is its own turn
         (lambda s: rotate(s, 90.0), [80, 60, 40, 16, 0.3], [80, 60, 40, 16, 0.3 - HALF_PI]),
-        (lambda s: letterbox_for_training(s, 320), [50, 40, 40, 16, 0.3], [100, 120, 80, 32, 0.3]),  # s = 2, top = 40
+        # 160 x 120 -> 320 x 240: scale 2, 40 rows of padding on top
+        (lambda s: letterbox_for_training(s, 320), [50, 40, 40, 16, 0.3], [100, 120, 80, 32, 0.3]),
     ],
 )
 def test_exact_steps_give_canonical_boxes_computed_by_hand(step, box, expected):
@@ -128,7 +131,8 @@ def test_rotate_moves_centre_and_angle_like_opencv():
     result = rbox_after(lambda s: rotate(s, 30.0), [120, 60, 40, 16, 0.3])
     theta = np.radians(30.0)
     dx, dy = 120 - 80, 60 - 60  # centre of a 160 x 120 image is (80, 60)
-    expected_centre = [80 + dx * np.cos(theta) + dy * np.sin(theta), 60 - dx * np.sin(theta) + dy * np.cos(theta)]
+    cos, sin = np.cos(theta), np.sin(theta)
+    expected_centre = [80 + dx * cos + dy * sin, 60 - dx * sin + dy * cos]
     np.testing.assert_allclose(result[:2], expected_centre, atol=1e-9)
     np.testing.assert_allclose(result[2:], [40, 16, 0.3 - theta], atol=1e-9)
 
@@ -138,16 +142,19 @@ def test_exact_chain_transform_reproduces_the_pixels():
     original.image[:] = np.random.default_rng(0).integers(0, 256, original.image.shape, dtype=np.uint8)
     state = rot90(flip(rot90(flip(original, "vertical"), 1), "horizontal"), 3)
     size = (state.width, state.height)
-    warped = cv2.warpAffine(original.image, pixel_index_matrix(state.transform), size, flags=cv2.INTER_NEAREST)
+    matrix = pixel_index_matrix(state.transform)
+    warped = cv2.warpAffine(original.image, matrix, size, flags=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(warped, state.image)
-    np.testing.assert_allclose(transform_polygons(original.polygons, state.transform), state.polygons, atol=1e-9)
+    mapped = transform_polygons(original.polygons, state.transform)
+    np.testing.assert_allclose(mapped, state.polygons, atol=1e-9)
 
 
 def test_composed_transform_maps_original_labels_to_output_labels():
     original = boxes_state()
     state = default_train_augmentation((224, 256))(original, np.random.default_rng(7))
     assert state.image.shape == (224, 256, 3)
-    np.testing.assert_allclose(transform_polygons(original.polygons, state.transform), state.polygons, atol=1e-9)
+    mapped = transform_polygons(original.polygons, state.transform)
+    np.testing.assert_allclose(mapped, state.polygons, atol=1e-9)
 
 
 def test_same_seed_same_sample_and_seeds_differ():
@@ -213,7 +220,8 @@ def test_probability_zero_steps_do_nothing():
 
 def test_invalid_inputs_raise_with_a_reason():
     with pytest.raises(DataError, match="same size"):
-        AugmentState(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 8)), reference=np.zeros((10, 12, 3), np.uint8))
+        reference = np.zeros((10, 12, 3), np.uint8)
+        AugmentState(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 8)), reference=reference)
     with pytest.raises(DataError, match="uint8"):
         AugmentState(np.zeros((10, 10, 3), np.float32), np.zeros((0, 8)))
     with pytest.raises(ValueError, match="probability"):

@@ -199,7 +199,9 @@ def letterbox_for_training(
     pads = (top, out_h - new_h - top, left, out_w - new_w - left)
 
     def warp(img: np.ndarray) -> np.ndarray:
-        resized = img if (new_w, new_h) == (w, h) else cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        resized = img
+        if (new_w, new_h) != (w, h):
+            resized = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         resized = resized.reshape((new_h, new_w) + img.shape[2:])
         out = cv2.copyMakeBorder(resized, *pads, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
         return out.reshape((out_h, out_w) + img.shape[2:])

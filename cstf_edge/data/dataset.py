@@ -206,7 +206,8 @@ def _check_reference(reference):
     if reference is None or reference == REFERENCE_SELF or isinstance(reference, Mapping):
         return reference
     raise ValueError(
-        f"reference must be None, {REFERENCE_SELF!r} or a mapping image_id -> reference path, got {reference!r}"
+        f"reference must be None, {REFERENCE_SELF!r} or a mapping image_id -> reference path, "
+        f"got {reference!r}"
     )
 
 
