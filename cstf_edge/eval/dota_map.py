@@ -1,0 +1,346 @@
+"""DOTA Task1 (oriented boxes) mAP with the official devkit's rules, vectorised.
+
+The rules of ``dota_evaluation_task1.py`` (CAPTAIN-WHU/DOTA_devkit), which change the numbers:
+
+- detections of a class are ranked over all images with ``np.argsort(-scores)``, scores in file order;
+- a detection's candidate ground truths (same image, same class) are those whose axis-aligned box
+  overlaps its own with the +1 pixel convention; its overlap ``ovmax`` is the largest exact polygon
+  IoU among them and ``jmax`` the first candidate reaching it (a 0/0 IoU, two zero-area polygons, is
+  NaN there and makes ``ovmax`` NaN: the detection is a false positive);
+- ``ovmax > iou_threshold`` (strictly) and ``jmax`` difficult (any non-zero flag): neither TP nor FP;
+  ``jmax`` not difficult: TP if no better-ranked detection matched it, else FP; otherwise FP;
+- recall is over the non-difficult objects; AP is VOC07 11-point or VOC12 area; mAP is the mean over
+  the classes that occur in the ground truth.
+
+Vectorised: ``ovmax`` and ``jmax`` do not depend on the ranking, only "already matched" does, and a
+detection is a TP exactly when it is the best-ranked one among those matching its ``jmax``. HRSC2016
+is evaluated with the same code (one class, ``ship``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cstf_edge.data.annotations import ImageLabels
+from cstf_edge.data.task1 import Task1Detections, read_task1_dir
+from cstf_edge.errors import DataError, EvaluationError
+from cstf_edge.geometry import as_polygons, poly_to_hbb
+from cstf_edge.geometry.iou import polygon_area, polygon_overlap_pairs
+
+log = logging.getLogger(__name__)
+
+METRICS = ("voc07", "voc12")
+# Pairs whose IoU cannot exceed the threshold by more than this are not computed exactly.
+_PRUNE_MARGIN = 1e-9
+
+
+@dataclass
+class ClassEvaluation:
+    """One class: AP, the precision/recall curves in rank order, and the counts."""
+
+    ap: float
+    recall: np.ndarray
+    precision: np.ndarray
+    num_detections: int
+    num_ground_truth: int
+    true_positives: int
+
+
+@dataclass
+class DotaEvalResult:
+    """mAP and per-class figures; ``recall``/``precision`` are those after the last detection and
+    ``num_ground_truth`` counts non-difficult objects (the recall denominator)."""
+
+    mAP: float
+    per_class_ap: dict[str, float]
+    recall: dict[str, float]
+    precision: dict[str, float]
+    num_detections: dict[str, int]
+    num_ground_truth: dict[str, int]
+    metric: str
+    iou_threshold: float = 0.5
+    curves: dict[str, ClassEvaluation] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict:
+        """The JSON summary: mAP, per-class AP, metric and total detection / object counts."""
+        return {
+            "mAP": float(self.mAP),
+            "per_class_ap": {name: float(ap) for name, ap in self.per_class_ap.items()},
+            "metric": self.metric,
+            "num_detections": int(sum(self.num_detections.values())),
+            "num_ground_truth": int(sum(self.num_ground_truth.values())),
+        }
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise EvaluationError(f"unknown AP metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> float:
+    """VOC07 11-point AP (``metric="voc07"``) or VOC12 area under the precision envelope (``"voc12"``),
+    computed exactly as the devkit's ``voc_ap``."""
+    check_metric(metric)
+    if metric == "voc07":
+        ap = 0.0
+        for threshold in np.arange(0.0, 1.1, 0.1):
+            reached = recall >= threshold
+            ap += (np.max(precision[reached]) if reached.any() else 0.0) / 11.0
+        return float(ap)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    steps = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+def _group_bounds(image_index: np.ndarray, num_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable order grouping ``image_index`` by image, and the start of each image's group."""
+    order = np.argsort(image_index, kind="stable")
+    starts = np.searchsorted(image_index[order], np.arange(num_images + 1))
+    return order, starts
+
+
+def _candidate_pairs(det_image, det_hbb, gt_image, gt_hbb, num_images):
+    """(detection, ground truth) pairs of one image whose axis-aligned boxes overlap (+1 convention).
+
+    Pairs come grouped by detection, ground truths ascending within each detection.
+    """
+    det_order, det_starts = _group_bounds(det_image, num_images)
+    gt_order, gt_starts = _group_bounds(gt_image, num_images)
+    pair_det, pair_gt = [], []
+    for image in np.nonzero((np.diff(det_starts) > 0) & (np.diff(gt_starts) > 0))[0]:
+        dets = det_order[det_starts[image]: det_starts[image + 1]]
+        gts = gt_order[gt_starts[image]: gt_starts[image + 1]]
+        d, g = det_hbb[dets][:, None, :], gt_hbb[gts][None, :, :]
+        inter_w = np.minimum(g[..., 2], d[..., 2]) - np.maximum(g[..., 0], d[..., 0]) + 1.0
+        inter_h = np.minimum(g[..., 3], d[..., 3]) - np.maximum(g[..., 1], d[..., 1]) + 1.0
+        rows, cols = np.nonzero((inter_w > 0) & (inter_h > 0))
+        pair_det.append(dets[rows])
+        pair_gt.append(gts[cols])
+    if not pair_det:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(pair_det), np.concatenate(pair_gt)
+
+
+def _pair_ious(det_polys, gt_polys, det_hbb, gt_hbb, pair_det, pair_gt, iou_threshold):
+    """Devkit IoU of candidate pairs; pairs that provably cannot exceed the threshold get -1.
+
+    The bound: the intersection is at most the smaller area and the overlap of the true (no +1)
+    axis-aligned boxes. A 0/0 IoU is NaN, as in the devkit.
+    """
+    area_det = np.abs(polygon_area(det_polys))[pair_det]
+    area_gt = np.abs(polygon_area(gt_polys))[pair_gt]
+    d, g = det_hbb[pair_det], gt_hbb[pair_gt]
+    box_w = np.clip(np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]), 0, None)
+    box_h = np.clip(np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]), 0, None)
+    bound = np.minimum(np.minimum(area_det, area_gt), box_w * box_h)
+    union_low = area_det + area_gt - bound
+    zero_union = (area_det == 0) & (area_gt == 0)
+    possible = (bound > (iou_threshold - _PRUNE_MARGIN) * union_low) & ~zero_union
+    ious = np.full(len(pair_det), -1.0)
+    ious[zero_union] = np.nan
+    keep = np.nonzero(possible)[0]
+    inter, union = polygon_overlap_pairs(det_polys[pair_det[keep]], gt_polys[pair_gt[keep]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ious[keep] = inter / union
+    return ious
+
+
+def _best_overlaps(num_dets, pair_det, pair_gt, ious):
+    """Per detection: ``ovmax`` (-inf without candidates, NaN if any candidate IoU is NaN) and
+    ``jmax`` (first candidate reaching it, -1 if none)."""
+    ovmax = np.full(num_dets, -np.inf)
+    jmax = np.full(num_dets, -1, dtype=np.int64)
+    if len(pair_det) == 0:
+        return ovmax, jmax
+    starts = np.flatnonzero(np.r_[True, pair_det[1:] != pair_det[:-1]])
+    segment_max = np.maximum.reduceat(ious, starts)
+    ovmax[pair_det[starts]] = segment_max
+    is_best = ious == np.repeat(segment_max, np.diff(np.r_[starts, len(ious)]))
+    best_det, first = np.unique(pair_det[is_best], return_index=True)
+    jmax[best_det] = pair_gt[np.flatnonzero(is_best)[first]]
+    return ovmax, jmax
+
+
+def evaluate_detections(
+    det_image,
+    det_scores,
+    det_polygons,
+    gt_image,
+    gt_polygons,
+    gt_difficult,
+    *,
+    iou_threshold: float = 0.5,
+    metric: str = "voc07",
+    num_images: int | None = None,
+) -> ClassEvaluation:
+    """Evaluate one class from arrays (no files).
+
+    ``det_image`` ``[N]`` int image index of each detection, ``det_scores`` ``[N]`` in file order,
+    ``det_polygons`` ``[N, 4, 2]``; ``gt_image`` ``[G]``, ``gt_polygons`` ``[G, 4, 2]`` in label-file
+    order within each image, ``gt_difficult`` ``[G]`` (non-zero = difficult). Image indices are
+    ``0 .. num_images - 1`` (default: one past the largest used).
+    """
+    check_metric(metric)
+    det_image = np.asarray(det_image, dtype=np.int64).reshape(-1)
+    gt_image = np.asarray(gt_image, dtype=np.int64).reshape(-1)
+    scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+    det_polys = as_polygons(det_polygons).reshape(-1, 4, 2)
+    gt_polys = as_polygons(gt_polygons).reshape(-1, 4, 2)
+    difficult = np.asarray(gt_difficult).reshape(-1).astype(bool)
+    if num_images is None:
+        num_images = int(max(det_image.max(initial=-1), gt_image.max(initial=-1))) + 1
+    ranking = np.argsort(-scores)  # the devkit's call: its order among ties is the reference
+    det_image, det_polys = det_image[ranking], det_polys[ranking]
+    det_hbb, gt_hbb = poly_to_hbb(det_polys), poly_to_hbb(gt_polys)
+    pair_det, pair_gt = _candidate_pairs(det_image, det_hbb, gt_image, gt_hbb, num_images)
+    ious = _pair_ious(det_polys, gt_polys, det_hbb, gt_hbb, pair_det, pair_gt, iou_threshold)
+    ovmax, jmax = _best_overlaps(len(scores), pair_det, pair_gt, ious)
+    matched = ovmax > iou_threshold  # NaN and -inf compare False
+    ignored = matched & difficult[np.where(matched, jmax, 0)] if len(gt_polys) else np.zeros_like(matched)
+    claims = np.flatnonzero(matched & ~ignored)
+    _, first_claim = np.unique(jmax[claims], return_index=True)
+    tp = np.zeros(len(scores))
+    tp[claims[first_claim]] = 1.0
+    fp = (~ignored).astype(np.float64) - tp
+    return _class_figures(tp, fp, int(np.count_nonzero(~difficult)), metric)
+
+
+def _class_figures(tp: np.ndarray, fp: np.ndarray, num_positive: int, metric: str) -> ClassEvaluation:
+    tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = tp_cum / float(num_positive) if num_positive else np.zeros_like(tp_cum)
+    precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
+    ap = voc_ap(recall, precision, metric) if len(tp) else 0.0
+    return ClassEvaluation(ap, recall, precision, len(tp), num_positive, int(tp.sum()))
+
+
+def _image_indices(image_ids: list[str], index_of: dict[str, int], class_name: str) -> np.ndarray:
+    """Image index of each detection; an image outside the evaluated set is an ``EvaluationError``."""
+    unique_ids, inverse = np.unique(np.asarray(image_ids, dtype=str), return_inverse=True)
+    unknown = [name for name in unique_ids if name not in index_of]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise EvaluationError(
+            f"class {class_name}: detections on {len(unknown)} image(s) not in the evaluated image set "
+            f"({shown}); add their label files / image-set lines or remove those detections"
+        )
+    return np.asarray([index_of[name] for name in unique_ids], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def evaluate_dota_arrays(
+    detections: dict[str, Task1Detections],
+    ground_truth: list[ImageLabels],
+    *,
+    classes=None,
+    metric: str = "voc07",
+    iou_threshold: float = 0.5,
+) -> DotaEvalResult:
+    """DOTA Task1 mAP of in-memory detections (``{class: Task1Detections}``, file order) against the
+    labels of the evaluated images (one ``ImageLabels`` each, ``image_id`` as in the detections).
+
+    ``classes``: the classes to evaluate (default: every class in the ground truth); a requested class
+    absent from the ground truth is skipped with a warning, as it has no recall.
+    """
+    check_metric(metric)
+    index_of = {labels.image_id: i for i, labels in enumerate(ground_truth)}
+    if len(index_of) != len(ground_truth):
+        raise EvaluationError("the ground truth lists an image id twice; each image must appear once")
+    gt_image = np.repeat(np.arange(len(ground_truth)), [len(labels) for labels in ground_truth])
+    gt_polys = np.concatenate([labels.polygons for labels in ground_truth] + [np.zeros((0, 4, 2))])
+    gt_difficult = np.concatenate([labels.difficult for labels in ground_truth] + [np.zeros(0, int)])
+    gt_class = np.asarray([name for labels in ground_truth for name in labels.classes], dtype=object)
+    present = sorted(set(gt_class.tolist()))
+    wanted = present if classes is None else [name for name in classes if name in present]
+    if classes is not None and len(wanted) < len(list(classes)):
+        log.warning("classes without ground truth, not evaluated: %s", sorted(set(classes) - set(present)))
+    extra = sorted(set(detections) - set(wanted))
+    if extra:
+        log.info("result classes not evaluated (no ground truth or not requested): %s", extra)
+    curves = {}
+    for name in wanted:
+        dets = detections.get(name, Task1Detections.empty())
+        in_class = gt_class == name
+        curves[name] = evaluate_detections(
+            _image_indices(dets.image_ids, index_of, name), dets.scores, dets.polygons,
+            gt_image[in_class], gt_polys[in_class], gt_difficult[in_class],
+            iou_threshold=iou_threshold, metric=metric, num_images=len(ground_truth),
+        )
+    return _summarise(curves, metric, iou_threshold)
+
+
+def _summarise(curves: dict[str, ClassEvaluation], metric: str, iou_threshold: float) -> DotaEvalResult:
+    last = lambda values: float(values[-1]) if len(values) else 0.0  # noqa: E731
+    per_class_ap = {name: c.ap for name, c in curves.items()}
+    return DotaEvalResult(
+        mAP=float(np.mean(list(per_class_ap.values()))) if curves else 0.0,
+        per_class_ap=per_class_ap,
+        recall={name: last(c.recall) for name, c in curves.items()},
+        precision={name: last(c.precision) for name, c in curves.items()},
+        num_detections={name: c.num_detections for name, c in curves.items()},
+        num_ground_truth={name: c.num_ground_truth for name, c in curves.items()},
+        metric=metric,
+        iou_threshold=iou_threshold,
+        curves=curves,
+    )
+
+
+def read_imageset(path: str | os.PathLike) -> list[str]:
+    """Image ids of an image-set file, one a line (blank lines skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise EvaluationError(f"{path}: cannot read the image-set file ({exc})") from exc
+    return [line.strip() for line in lines if line.strip()]
+
+
+def load_ground_truth(labels_dir, imageset=None, *, on_error: str = "raise") -> list[ImageLabels]:
+    """DOTA labels ``<labels_dir>/<image_id>.txt`` of the image set (default: every ``.txt`` there)."""
+    from cstf_edge.data.dota import read_dota_labels
+
+    labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise EvaluationError(f"{labels_dir}: no such label directory (expected <image_id>.txt files)")
+    if imageset is None:
+        image_ids = sorted(path.stem for path in labels_dir.glob("*.txt"))
+    else:
+        image_ids = read_imageset(imageset)
+    labels = []
+    for image_id in image_ids:
+        path = labels_dir / f"{image_id}.txt"
+        if not path.is_file():
+            raise EvaluationError(f"{path}: image {image_id} of the image set has no label file")
+        labels.append(read_dota_labels(path, on_error=on_error))
+    return labels
+
+
+def evaluate_dota(
+    results,
+    labels_dir,
+    imageset=None,
+    *,
+    metric: str = "voc07",
+    iou_threshold: float = 0.5,
+    classes=None,
+) -> DotaEvalResult:
+    """DOTA Task1 mAP of ``results`` (a folder of ``Task1_<class>.txt`` or ``{class: Task1Detections}``)
+    against the labels in ``labels_dir``, over the images of ``imageset`` (default: every label file).
+
+    Example: ``evaluate_dota("out/task1", "DOTA/val/labelTxt", metric="voc07").mAP``.
+    """
+    check_metric(metric)
+    ground_truth = load_ground_truth(labels_dir, imageset)
+    if isinstance(results, (str, os.PathLike)):
+        try:
+            results = read_task1_dir(results)
+        except DataError as exc:
+            raise EvaluationError(str(exc)) from exc
+    return evaluate_dota_arrays(
+        results, ground_truth, classes=classes, metric=metric, iou_threshold=iou_threshold
+    )
