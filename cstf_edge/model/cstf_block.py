@@ -1,0 +1,137 @@
+"""The CSTF block (Cross Spatial Temporal attention Fusion), as DESIGN.md reads the paper.
+
+Pipeline, per query level it runs on (strides 16 and 32):
+
+1. **Keypoints** (``saliency.py``): independent saliency maps on query and reference pyramids.
+2. **Correspondence as classification** (:class:`Correspondence`): each query token classifies which
+   reference token it matches: a SoftMax over the reference tokens plus a learned "no match" bin. The
+   logit of reference token ``j`` for query token ``i`` in head ``h`` is
+   ``t_h * cos(q_i, k_j) + g_h * kp_j``: cosine similarity of L2-normalised projections (CM-Net style
+   descriptor matching) scaled by a learned temperature ``t_h``, biased by the reference keypoint score
+   ``kp_j`` with a learned gain ``g_h``. The no-match logit is a 1x1 convolution of the query feature
+   (the paper says nothing on it: a per-token learned bin lets a token with no counterpart, e.g. a new
+   ship, put its mass there instead of on a random match). Several heads attend to several regions.
+3. **FCN fusion** (:class:`Fusion`): the attended reference context, the query feature, the correspondence
+   confidence (maximum and normalised entropy of the SoftMax, per head) and the query keypoint score are
+   fused by 1x1 and 3x3 convolutions, added residually, then normalised (BatchNorm: the figure's
+   "normalisation", foldable at export).
+
+Bounded cost (the paper is silent; our choice): global correspondence only between stride-32 query tokens
+and stride-32 reference tokens; the stride-16 query tokens attend to the reference stride-32 map
+average-pooled to stride 64. With ``N = (S/32)^2`` tokens at input ``S`` the SoftMax matrices hold
+``heads * (N^2 + 4N * N/4) = 2 * heads * N^2`` values. Measured peak memory of the whole block, cstf-n
+(2 heads), batch 1, fp32, CPU, forward without gradient (``benchmarks/bench_model.py``): see
+``MEMORY_NOTE`` below; at 2048 input a deployment should tile (DOTA split) rather than grow the matrices.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cstf_edge.model.layers import ConvBNAct
+from cstf_edge.model.saliency import KeypointSaliency
+
+MEMORY_NOTE = (
+    "SoftMax matrices, cstf-n (2 heads), batch 1, fp32: 1024 input -> 1024 query x 1024 ref tokens + "
+    "4096 x 256 = 4.2 M values per head pair (about 16 MiB per copy); 2048 input -> 4096 x 4096 + "
+    "16384 x 1024 = 67 M values (about 256 MiB per copy). Measured block peak: see bench_model.py."
+)
+ENTROPY_EPS = 1e-9
+
+
+class Correspondence(nn.Module):
+    """Multi-head correspondence SoftMax of query tokens over reference tokens plus a no-match bin.
+
+    Returns the attended reference context ``[B, dim, Hq, Wq]`` and the confidence maps
+    ``[B, 2 * heads, Hq, Wq]`` (per head: SoftMax maximum, then entropy divided by ``log(K + 1)``).
+    """
+
+    def __init__(self, c_query: int, c_ref: int, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Conv2d(c_query, dim, 1)
+        self.k_proj = nn.Conv2d(c_ref, dim, 1)
+        self.v_proj = nn.Conv2d(c_ref, dim, 1)
+        self.no_match = nn.Conv2d(c_query, heads, 1)
+        self.log_temperature = nn.Parameter(torch.full((heads, 1, 1), 2.3))  # exp(2.3) ~ 10
+        self.keypoint_gain = nn.Parameter(torch.ones(heads, 1, 1))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, dim, H, W]`` -> ``[B, heads, dim / heads, H * W]``."""
+        return x.flatten(2).unflatten(1, (self.heads, -1))
+
+    def forward(
+        self, query: torch.Tensor, ref: torch.Tensor, ref_keypoints: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q = F.normalize(self._split_heads(self.q_proj(query)), dim=2).transpose(2, 3)  # [B, h, Nq, d]
+        k = F.normalize(self._split_heads(self.k_proj(ref)), dim=2)  # [B, h, d, Nk]
+        v = self._split_heads(self.v_proj(ref)).transpose(2, 3)  # [B, h, Nk, d]
+        kp = ref_keypoints.flatten(1).unsqueeze(1).unsqueeze(1)  # [B, 1, 1, Nk]
+        similarity = torch.matmul(q, k) * self.log_temperature.exp() + self.keypoint_gain * kp
+        no_match = self.no_match(query).flatten(2).unsqueeze(-1)  # [B, h, Nq, 1]
+        prob = torch.softmax(torch.cat([similarity, no_match], dim=-1), dim=-1)
+        context = torch.matmul(prob[..., :-1], v)  # the no-match bin carries no value
+        context = context.transpose(2, 3).flatten(1, 2).unflatten(2, query.shape[2:])
+        return context, self._confidence(prob, ref_keypoints, query)
+
+    def _confidence(self, prob: torch.Tensor, ref_keypoints: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        peak = prob.amax(dim=-1)  # [B, h, Nq]
+        entropy = -(prob * torch.log(prob.clamp_min(ENTROPY_EPS))).sum(dim=-1)
+        # log(K + 1) from the (small) keypoint map, so a dynamic-shape export stays right.
+        bins = torch.ones_like(ref_keypoints.flatten(1)).sum(dim=1) + 1.0  # [B]
+        entropy = entropy / torch.log(bins).view(-1, 1, 1)
+        return torch.cat([peak, entropy], dim=1).unflatten(2, query.shape[2:])
+
+
+class Fusion(nn.Module):
+    """FCN fusion: ``norm(x + conv1x1(dwconv3x3(conv1x1([x, context, confidence, keypoint]))))``.
+
+    The 3x3 stage is depthwise (then a pointwise 1x1): a full 3x3 at 256 channels would cost 0.6 M
+    parameters, a fifth of cstf-n, for context the attention already brings.
+    """
+
+    def __init__(self, channels: int, dim: int, heads: int):
+        super().__init__()
+        self.mix = ConvBNAct(channels + dim + 2 * heads + 1, channels, 1)
+        self.refine = nn.Sequential(
+            ConvBNAct(channels, channels, 3, groups=channels), ConvBNAct(channels, channels, 1, act=False)
+        )
+        self.norm = nn.BatchNorm2d(channels, eps=1e-3, momentum=0.03)
+
+    def forward(self, x, context, confidence, keypoint) -> torch.Tensor:
+        fused = self.mix(torch.cat([x, context, confidence, keypoint], dim=1))
+        return self.norm(x + self.refine(fused))
+
+
+class CSTFBlock(nn.Module):
+    """Keypoints on both pyramids, correspondence of the stride-16/32 query tokens, fusion.
+
+    ``forward(query_feats, ref_feats)`` takes the backbone's stride 8/16/32 maps of query and reference
+    and returns the query maps with strides 16 and 32 fused, plus the saliency logits per level
+    (query, reference) for the auxiliary loss.
+    """
+
+    def __init__(self, channels: tuple[int, int, int], dim: int, heads: int, strides=(8, 16, 32)):
+        super().__init__()
+        self.strides = tuple(strides)
+        self.saliency = KeypointSaliency(channels, self.strides, hidden=max(16, channels[0] // 2))
+        self.match_fine = Correspondence(channels[1], channels[2], dim, heads)
+        self.match_coarse = Correspondence(channels[2], channels[2], dim, heads)
+        self.fuse_fine = Fusion(channels[1], dim, heads)
+        self.fuse_coarse = Fusion(channels[2], dim, heads)
+
+    def forward(self, query_feats, ref_feats):
+        p3, p4, p5 = query_feats
+        r5 = ref_feats[2]
+        coarse, fine = self.strides[2], self.strides[1]
+        q_logits, (q_kp_fine, q_kp_coarse) = self.saliency(query_feats, (fine, coarse))
+        r_logits, (r_kp_coarse,) = self.saliency(ref_feats, (coarse,))
+        # Stride-16 queries see the reference at stride 64 (bounded cost, module docstring).
+        r5_pooled = F.avg_pool2d(r5, 2, 2)
+        r_kp_pooled = F.max_pool2d(r_kp_coarse, 2, 2)
+        ctx4, conf4 = self.match_fine(p4, r5_pooled, r_kp_pooled)
+        ctx5, conf5 = self.match_coarse(p5, r5, r_kp_coarse)
+        p4 = self.fuse_fine(p4, ctx4, conf4, q_kp_fine)
+        p5 = self.fuse_coarse(p5, ctx5, conf5, q_kp_coarse)
+        return (p3, p4, p5), q_logits, r_logits

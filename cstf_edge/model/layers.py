@@ -1,0 +1,71 @@
+"""Convolutional building blocks shared by the backbone, the neck and the head.
+
+Every block is Conv -> BatchNorm -> SiLU (BatchNorm folds into the convolution at export), so the graph
+holds only ops that ONNX opset 17 and TensorRT 10 run natively.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBNAct(nn.Module):
+    """``k x k`` convolution (same padding), BatchNorm, SiLU (``act=False``: no activation)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.03)
+        self.act = nn.SiLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Bottleneck(nn.Module):
+    """Two 3x3 convolutions with an optional residual connection."""
+
+    def __init__(self, channels: int, shortcut: bool = True):
+        super().__init__()
+        self.cv1 = ConvBNAct(channels, channels, 3)
+        self.cv2 = ConvBNAct(channels, channels, 3)
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv2(self.cv1(x))
+        return x + y if self.shortcut else y
+
+
+class CSPBlock(nn.Module):
+    """Cross-stage-partial block with ``depth`` bottlenecks whose outputs are all concatenated (the C2f
+    layout of the YOLOv8 family: cheap, and good gradient flow at small widths)."""
+
+    def __init__(self, c_in: int, c_out: int, depth: int = 1, shortcut: bool = True):
+        super().__init__()
+        self.hidden = c_out // 2
+        self.cv1 = ConvBNAct(c_in, 2 * self.hidden, 1)
+        self.blocks = nn.ModuleList(Bottleneck(self.hidden, shortcut) for _ in range(depth))
+        self.cv2 = ConvBNAct((2 + depth) * self.hidden, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = list(self.cv1(x).chunk(2, dim=1))
+        for block in self.blocks:
+            parts.append(block(parts[-1]))
+        return self.cv2(torch.cat(parts, dim=1))
+
+
+class SpatialPyramidPool(nn.Module):
+    """Three chained 5x5 max-pools concatenated (SPPF): a large receptive field at stride 32."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 5):
+        super().__init__()
+        hidden = c_in // 2
+        self.cv1 = ConvBNAct(c_in, hidden, 1)
+        self.cv2 = ConvBNAct(hidden * 4, c_out, 1)
+        self.pool = nn.MaxPool2d(k, 1, k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cv1(x)
+        p1 = self.pool(x)
+        p2 = self.pool(p1)
+        return self.cv2(torch.cat([x, p1, p2, self.pool(p2)], dim=1))
