@@ -8,6 +8,14 @@ from cstf_edge.geometry.boxes import (
     rbox_to_hbb,
     rbox_to_poly,
 )
+from cstf_edge.geometry.iou import (
+    polygon_area,
+    polygon_iou_matrix,
+    polygon_iou_pairs,
+    polygon_overlap_pairs,
+    probiou,
+    rbox_iou_matrix,
+)
 
 __all__ = [
     "as_polygons",
@@ -17,4 +25,10 @@ __all__ = [
     "poly_to_rbox",
     "rbox_to_hbb",
     "rbox_to_poly",
+    "polygon_area",
+    "polygon_iou_matrix",
+    "polygon_iou_pairs",
+    "polygon_overlap_pairs",
+    "probiou",
+    "rbox_iou_matrix",
 ]
