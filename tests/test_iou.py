@@ -128,3 +128,15 @@ def test_probiou_sanity():
     # Half-turn symmetry of the box: angle and angle + pi are the same Gaussian.
     turned = boxes + [0, 0, 0, 0, np.pi]
     np.testing.assert_allclose(probiou(turned, other), values, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "box_a, box_b",
+    [((0.0, 0.0, 1.0, 1.0, 0.0), (0.0, 1e-08, 1.0, 1.0, 0.0)),
+     ((0.0, 0.0, 1.0, 1.0, 0.0), (0.0, 0.0, 1.0, 2.0, 1e-08))],
+)
+def test_nearly_shared_edges_are_exact_and_symmetric(box_a, box_b):
+    a, b = rbox_to_poly(np.array([box_a])), rbox_to_poly(np.array([box_b]))
+    expected = shapely_iou(a[0], b[0])
+    assert polygon_iou_pairs(a, b)[0] == pytest.approx(expected, abs=1e-9)
+    assert polygon_iou_pairs(b, a)[0] == pytest.approx(expected, abs=1e-9)

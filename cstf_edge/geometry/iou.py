@@ -29,6 +29,8 @@ _FAN = np.array([[0, 1, 2, 2], [0, 2, 3, 3]])
 _PIECE_A = np.array([0, 0, 1, 1])
 _PIECE_B = np.array([0, 1, 0, 1])
 PROBIOU_EPS = 1e-7
+# Edges closer than this (pixels) to each other's line count as lying on one line.
+COLLINEAR_DISTANCE = 1e-10
 # Pairs per vectorised chunk: [CHUNK, 4, 4] temporaries fit in a core's cache.
 CHUNK_PAIRS = 8192
 
@@ -52,42 +54,59 @@ def _corner_turns(polys: np.ndarray) -> np.ndarray:
     return incoming[..., 0] * outgoing[..., 1] - incoming[..., 1] * outgoing[..., 0]
 
 
-def _clip_segments(p: np.ndarray, q: np.ndarray, keep_shared_edges: bool) -> np.ndarray:
-    """Green's-theorem share ``[M]`` of the edges of convex ``p`` that lie inside convex ``q``.
+def _edge_sides(p: np.ndarray, q: np.ndarray):
+    """Side values of the edges of ``p`` against the edge lines of ``q`` (corner-major ``[2, 4, M]``).
 
-    ``p``, ``q``: ``[M, 4, 2]``, both turning positively. Each edge of ``p`` is cut to the part inside
-    every half-plane of ``q`` (Cyrus-Beck); the part contributes ``(start x end) / 2``. An edge lying on
-    a ``q`` edge's line (within ``CROSS_EPS``) is kept only when ``keep_shared_edges`` and the two run
-    the same way, so a shared boundary is counted once, by one of the two passes.
+    Returns ``side0`` ``[n, m, M]`` (at each edge start; positive = left of the ``q`` edge), ``slope``
+    (``side(t) = side0 + t * slope`` along the edge) and the distance of the farther end point to the
+    line (infinite for a zero-length ``q`` edge).
     """
-    p_dir = np.roll(p, -1, axis=1) - p  # [M, n, 2]
-    q_dir = np.roll(q, -1, axis=1) - q  # [M, m, 2]
-    qx, qy = q[:, None, :, 0], q[:, None, :, 1]
-    qdx, qdy = q_dir[:, None, :, 0], q_dir[:, None, :, 1]
-    px, py = p[:, :, None, 0], p[:, :, None, 1]
-    pdx, pdy = p_dir[:, :, None, 0], p_dir[:, :, None, 1]
-    side0 = qdx * (py - qy) - qdy * (px - qx)  # [M, n, m]
-    slope = qdx * pdy - qdy * pdx  # side(t) = side0 + t * slope
-    side1 = side0 + slope
-    no_constraint = ((qdx == 0) & (qdy == 0))
-    collinear = (np.abs(side0) <= CROSS_EPS) & (np.abs(side1) <= CROSS_EPS) & ~no_constraint
-    if keep_shared_edges:
-        no_constraint = no_constraint | (collinear & (qdx * pdx + qdy * pdy > 0))
-    regular = ~no_constraint & ~collinear
-    dead = (collinear & ~no_constraint) | (regular & (slope == 0) & (side0 < 0))
-    safe_slope = np.where(slope == 0, 1.0, slope)
-    t_cross = -side0 / safe_slope
-    t_lo = np.where(regular & (slope > 0), t_cross, 0.0).max(axis=2).clip(0.0, None)
-    t_hi = np.where(regular & (slope < 0), t_cross, 1.0).min(axis=2).clip(None, 1.0)
-    alive = ~dead.any(axis=2) & (t_lo < t_hi)
-    sx, sy = p[..., 0] + t_lo * p_dir[..., 0], p[..., 1] + t_lo * p_dir[..., 1]
-    ex, ey = p[..., 0] + t_hi * p_dir[..., 0], p[..., 1] + t_hi * p_dir[..., 1]
-    return 0.5 * np.where(alive, sx * ey - sy * ex, 0.0).sum(axis=1)
+    p_dir = np.roll(p, -1, axis=1) - p
+    q_dir = np.roll(q, -1, axis=1) - q
+    px, py, pdx, pdy = p[0][:, None], p[1][:, None], p_dir[0][:, None], p_dir[1][:, None]  # [n, 1, M]
+    qx, qy, qdx, qdy = q[0][None], q[1][None], q_dir[0][None], q_dir[1][None]  # [1, m, M]
+    side0 = qdx * (py - qy) - qdy * (px - qx)
+    slope = qdx * pdy - qdy * pdx
+    q_len = np.hypot(qdx, qdy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        distance = np.maximum(np.abs(side0), np.abs(side0 + slope)) / q_len
+    return side0, slope, np.where(q_len > 0, distance, np.inf), q_len == 0, qdx * pdx + qdy * pdy
+
+
+def _clip_segments(p, side0, slope, no_constraint, dead) -> np.ndarray:
+    """Green's-theorem share ``[M]`` of the edges of convex ``p`` (``[2, 4, M]``) inside the other polygon.
+
+    Each edge is cut (Cyrus-Beck) to the part where every ``side0 + t * slope >= 0``, skipping the
+    ``no_constraint`` lines and dropping ``dead`` edges; a part contributes ``(start x end) / 2``.
+    """
+    p_dir = np.roll(p, -1, axis=1) - p
+    regular = ~no_constraint & ~dead
+    dead = dead | (regular & (slope == 0) & (side0 < 0))
+    t_cross = -side0 / np.where(slope == 0, 1.0, slope)
+    t_lo = np.where(regular & (slope > 0), t_cross, 0.0).max(axis=1).clip(0.0, None)  # [n, M]
+    t_hi = np.where(regular & (slope < 0), t_cross, 1.0).min(axis=1).clip(None, 1.0)
+    alive = ~dead.any(axis=1) & (t_lo < t_hi)
+    sx, sy = p[0] + t_lo * p_dir[0], p[1] + t_lo * p_dir[1]
+    ex, ey = p[0] + t_hi * p_dir[0], p[1] + t_hi * p_dir[1]
+    return 0.5 * np.where(alive, sx * ey - sy * ex, 0.0).sum(axis=0)
 
 
 def _convex_intersection_area(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Intersection area ``[M]`` of convex polygons ``[M, 4, 2]`` turning positively."""
-    return _clip_segments(p, q, keep_shared_edges=True) + _clip_segments(q, p, keep_shared_edges=False)
+    """Intersection area ``[M]`` of convex polygons ``[M, 4, 2]`` turning positively.
+
+    Green's theorem over both boundaries. An edge pair lying on one line (every end point within
+    ``COLLINEAR_DISTANCE`` of the other's line, decided once for both passes) is counted once, from
+    ``p``, when the edges run the same way, and not at all otherwise (the polygons only touch there).
+    """
+    p = np.ascontiguousarray(p.transpose(2, 1, 0))  # [2, 4, M]: the small axes lead
+    q = np.ascontiguousarray(q.transpose(2, 1, 0))
+    side_pq, slope_pq, dist_pq, zero_q, dot = _edge_sides(p, q)  # [n, m, M]
+    side_qp, slope_qp, dist_qp, zero_p, _ = _edge_sides(q, p)  # [m, n, M]
+    collinear = (dist_pq <= COLLINEAR_DISTANCE) & (dist_qp.transpose(1, 0, 2) <= COLLINEAR_DISTANCE)
+    shared = collinear & (dot > 0)
+    from_p = _clip_segments(p, side_pq, slope_pq, zero_q | shared, collinear & ~shared)
+    from_q = _clip_segments(q, side_qp, slope_qp, zero_p, collinear.transpose(1, 0, 2))
+    return from_p + from_q
 
 
 def _signed_triangles(polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
