@@ -78,10 +78,10 @@ class Role(IntEnum):
 
 # role: (optical: colour factor on the object colour, or a fixed BGR), sar, infrared
 ROLE_TABLE = {
-    Role.PAINT: (1.0, 0.85, 0.72),
-    Role.PAINT_DARK: (0.78, 0.80, 0.70),
-    Role.ACCENT: ("accent", 0.75, 0.66),
-    Role.GLASS: ((46, 44, 42), 0.55, 0.52),
+    Role.PAINT: (1.0, 0.85, 0.36),  # painted metal mirrors the cold sky in LWIR
+    Role.PAINT_DARK: (0.78, 0.80, 0.34),
+    Role.ACCENT: ("accent", 0.75, 0.56),
+    Role.GLASS: ((46, 44, 42), 0.55, 0.30),
     Role.DECK: ("accent", 0.70, 0.62),
     Role.SUPERSTRUCTURE: ((214, 216, 218), 1.00, 0.80),
     Role.ENGINE: ((112, 112, 116), 0.95, 0.66),

@@ -101,7 +101,11 @@ class Placer:
         return not np.count_nonzero(self._window(self.occupied, fp) & fp.mask)
 
     def add_tree(self, x: float, y: float, radius: float) -> bool:
-        """Add a tree crown unless it would hide more than ``MAX_TREE_OCCLUSION`` of an object."""
+        """Add a tree crown unless it stands on a building or object, or would hide more than
+        ``MAX_TREE_OCCLUSION`` of an object."""
+        col, row = int(np.clip(x, 0, self.size - 1)), int(np.clip(y, 0, self.size - 1))
+        if self.occupied[row, col]:
+            return False
         updates = []
         for k, fp in enumerate(self._footprints):
             h, w = fp.mask.shape

@@ -94,7 +94,7 @@ def _role_value(role: Role, obj: SceneObject, modality: str):
     if modality == "sar":
         return sar * 255.0
     if modality == "infrared":
-        hot = 0.12 if obj.moving or (obj.cls == "small-vehicle" and obj.variant == 0 and obj.cx % 3 < 1) else 0.0
+        hot = 0.12 if obj.moving else 0.0  # engines running
         return min(infrared + hot, 1.0) * 255.0
     if optical == "accent":
         return obj.accent

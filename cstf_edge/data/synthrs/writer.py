@@ -78,11 +78,10 @@ def _scene_task(args: tuple[_Job, int]) -> dict[str, int] | None:
 def _pair_task(args: tuple[_Job, int]) -> dict[str, int] | None:
     job, index = args
     pairs = job.out / "pairs"
-    scene = make_scene(job.seed, PAIR_INDEX_BASE + index, job.size, job.classes)
-    transform_file = pairs / "transforms" / f"{scene.image_id}.txt"
+    transform_file = pairs / "transforms" / f"synthrs_{job.seed}_{PAIR_INDEX_BASE + index:06d}.txt"
     if transform_file.is_file():
         return None
-    pair = pair_from_scene(scene, job.pair_modalities)
+    pair = pair_from_scene(make_scene(job.seed, PAIR_INDEX_BASE + index, job.size, job.classes), job.pair_modalities)
     write_image(pairs / "reference" / "images" / f"{pair.pair_id}.png", pair.reference)
     write_image(pairs / "query" / "images" / f"{pair.pair_id}.png", pair.query)
     write_dota_labels(pairs / "reference" / "labelTxt" / f"{pair.pair_id}.txt", pair.reference_labels)
