@@ -50,6 +50,7 @@ class Correspondence(nn.Module):
     def __init__(self, c_query: int, c_ref: int, dim: int, heads: int):
         super().__init__()
         self.heads = heads
+        self.head_dim = dim // heads
         self.q_proj = nn.Conv2d(c_query, dim, 1)
         self.k_proj = nn.Conv2d(c_ref, dim, 1)
         self.v_proj = nn.Conv2d(c_ref, dim, 1)
@@ -58,8 +59,9 @@ class Correspondence(nn.Module):
         self.keypoint_gain = nn.Parameter(torch.ones(heads, 1, 1))
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, dim, H, W]`` -> ``[B, heads, dim / heads, H * W]``."""
-        return x.flatten(2).unflatten(1, (self.heads, -1))
+        """``[B, dim, H, W]`` -> ``[B, heads, dim / heads, H * W]`` (explicit reshape: ``unflatten`` with -1
+        leaves ``Mod`` nodes in the ONNX graph)."""
+        return x.reshape(x.shape[0], self.heads, self.head_dim, -1)
 
     def forward(
         self, query: torch.Tensor, ref: torch.Tensor, ref_keypoints: torch.Tensor
@@ -72,7 +74,7 @@ class Correspondence(nn.Module):
         no_match = self.no_match(query).flatten(2).unsqueeze(-1)  # [B, h, Nq, 1]
         prob = torch.softmax(torch.cat([similarity, no_match], dim=-1), dim=-1)
         context = torch.matmul(prob[..., :-1], v)  # the no-match bin carries no value
-        context = context.transpose(2, 3).flatten(1, 2).unflatten(2, query.shape[2:])
+        context = context.transpose(2, 3).reshape(query.shape[0], -1, query.shape[2], query.shape[3])
         return context, self._confidence(prob, ref_keypoints, query)
 
     def _confidence(self, prob: torch.Tensor, ref_keypoints: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ class Correspondence(nn.Module):
         # log(K + 1) from the (small) keypoint map, so a dynamic-shape export stays right.
         bins = torch.ones_like(ref_keypoints.flatten(1)).sum(dim=1) + 1.0  # [B]
         entropy = entropy / torch.log(bins).view(-1, 1, 1)
-        return torch.cat([peak, entropy], dim=1).unflatten(2, query.shape[2:])
+        return torch.cat([peak, entropy], dim=1).reshape(query.shape[0], -1, query.shape[2], query.shape[3])
 
 
 class Fusion(nn.Module):

@@ -15,6 +15,9 @@ class ConvBNAct(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False)
+        # Variance-preserving init, so that eval-mode activations of a fresh model (BatchNorm running
+        # statistics still at 0/1) neither vanish nor explode through ~60 layers.
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
         self.bn = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.03)
         self.act = nn.SiLU(inplace=True) if act else nn.Identity()
 
