@@ -135,8 +135,8 @@ def test_pair_transform_maps_reference_to_query():
         valid = cv2.warpPerspective(np.ones_like(ref), h, (SIZE, SIZE)) > 0.99
         return np.corrcoef(warped[valid], qry[valid])[0, 1]
 
-    assert agreement(pair.transform) > 0.8
-    assert agreement(np.linalg.inv(pair.transform)) < 0.5
+    assert agreement(pair.transform) > 0.7  # another acquisition: new light, haze, noise, JPEG
+    assert agreement(np.linalg.inv(pair.transform)) < 0.3
     for poly in pair.query_labels.polygons:  # every kept query label is a moved reference label
         back = cv2.perspectiveTransform(poly[None], np.linalg.inv(pair.transform))[0]
         dist = np.abs(pair.reference_labels.polygons.mean(axis=1) - back.mean(axis=0)).sum(axis=1)

@@ -28,9 +28,10 @@ def _varied(conditions: Conditions, rng: np.random.Generator, variant: int) -> C
 
 
 def _illumination(size: int, conditions: Conditions) -> np.ndarray:
-    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    """Gain times a linear brightness ramp across the image (bilinear resize of 2x2 corner values)."""
     gx, gy = conditions.gradient
-    return conditions.gain * (1.0 + gx * ramp[None, :] + gy * ramp[:, None])
+    corners = conditions.gain * (1.0 + 0.5 * np.array([[-gx - gy, gx - gy], [gy - gx, gx + gy]], np.float32))
+    return cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _jpeg(image: np.ndarray, quality: int | None) -> np.ndarray:
