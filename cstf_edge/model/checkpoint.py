@@ -65,12 +65,13 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     tensors = {}
     for index, entry in state["state"].items():
         for name, value in entry.items():
-            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().reshape(-1).contiguous()
+            value = torch.as_tensor(value).detach().cpu()
+            tensors[f"optim.{index}.{name}"] = (value if value.ndim else value.reshape(1)).contiguous()
     return tensors, state["param_groups"]
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
-    """Inverse of :func:`optimizer_tensors` (scalars such as ``step`` come back 0-d)."""
+    """Inverse of :func:`optimizer_tensors` (the scalar ``step`` comes back 0-d)."""
     current = optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
