@@ -86,18 +86,6 @@ def _add_trees(rng: np.random.Generator, placer: Placer, scene: Scene, clusters:
                 placer.add_tree(float(x), float(y), radius)
 
 
-def _conditions(rng: np.random.Generator) -> Conditions:
-    return Conditions(
-        gain=float(rng.uniform(0.8, 1.15)),
-        gradient=tuple(float(g) for g in rng.uniform(-0.08, 0.08, 2)),
-        haze=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.4 else 0.0,
-        noise_sigma=float(rng.uniform(1.0, 4.0)),
-        blur_sigma=float(rng.uniform(0.4, 0.9)),
-        jpeg_quality=int(rng.integers(55, 95)) if rng.random() < 0.5 else None,
-        colour_jitter=tuple(float(c) for c in rng.uniform(0.95, 1.05, 3)),
-    )
-
-
 def make_scene(seed: int, index: int, size: int = 1024, classes: ClassRequest = None) -> Scene:
     """The scene description of scene ``index`` of the data set ``seed``; it depends only on its arguments.
 
@@ -123,5 +111,5 @@ def make_scene(seed: int, index: int, size: int = 1024, classes: ClassRequest = 
     scene.trees = np.array(placer.trees, np.float64).reshape(-1, 3)
     azimuth, zenith = float(rng.uniform(-np.pi, np.pi)), float(rng.uniform(0.35, 1.0))
     scene.shadow_vector = (float(np.cos(azimuth) * np.tan(zenith)), float(np.sin(azimuth) * np.tan(zenith)))
-    scene.conditions = _conditions(rng)
+    scene.conditions = Conditions.draw(rng)
     return scene

@@ -87,6 +87,19 @@ class Conditions:
     jpeg_quality: int | None = None
     colour_jitter: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Conditions":
+        """Random conditions of one acquisition: light, haze, noise, blur, JPEG, colour balance."""
+        return cls(
+            gain=float(rng.uniform(0.8, 1.15)),
+            gradient=tuple(float(g) for g in rng.uniform(-0.08, 0.08, 2)),
+            haze=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.4 else 0.0,
+            noise_sigma=float(rng.uniform(1.0, 4.0)),
+            blur_sigma=float(rng.uniform(0.4, 0.9)),
+            jpeg_quality=int(rng.integers(55, 95)) if rng.random() < 0.5 else None,
+            colour_jitter=tuple(float(c) for c in rng.uniform(0.95, 1.05, 3)),
+        )
+
 
 @dataclass
 class Scene:

@@ -2,6 +2,8 @@
 infrared's coarser optics. Takes a drawn scene canvas, returns the final uint8 image."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -16,15 +18,7 @@ def _varied(conditions: Conditions, rng: np.random.Generator, variant: int) -> C
     """Conditions of another acquisition: new light, haze and noise, same scene."""
     if variant == 0:
         return conditions
-    return Conditions(
-        gain=float(rng.uniform(0.8, 1.15)),
-        gradient=tuple(float(g) for g in rng.uniform(-0.08, 0.08, 2)),
-        haze=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.4 else 0.0,
-        noise_sigma=float(rng.uniform(1.0, 4.0)),
-        blur_sigma=float(rng.uniform(0.4, 0.9)),
-        jpeg_quality=int(rng.integers(55, 95)) if rng.random() < 0.5 else None,
-        colour_jitter=conditions.colour_jitter,
-    )
+    return replace(Conditions.draw(rng), colour_jitter=conditions.colour_jitter)
 
 
 def _illumination(size: int, conditions: Conditions) -> np.ndarray:
