@@ -20,8 +20,9 @@ Bounded cost (the paper is silent; our choice): global correspondence only betwe
 and stride-32 reference tokens; the stride-16 query tokens attend to the reference stride-32 map
 average-pooled to stride 64. With ``N = (S/32)^2`` tokens at input ``S`` the SoftMax matrices hold
 ``heads * (N^2 + 4N * N/4) = 2 * heads * N^2`` values. Measured peak memory of the whole block, cstf-n
-(2 heads), batch 1, fp32, CPU, forward without gradient (``benchmarks/bench_model.py``): see
-``MEMORY_NOTE`` below; at 2048 input a deployment should tile (DOTA split) rather than grow the matrices.
+(2 heads), batch 1, fp32, CPU, forward without gradient (``benchmarks/bench_model.py``): 86 MiB at
+1024 x 1024 input, 575 MiB at 2048 x 2048 (``MEMORY_NOTE``); at 2048 a deployment should tile (DOTA
+split) rather than grow the matrices.
 """
 from __future__ import annotations
 
@@ -33,11 +34,11 @@ from cstf_edge.model.layers import ConvBNAct
 from cstf_edge.model.saliency import KeypointSaliency
 
 MEMORY_NOTE = (
-    "SoftMax matrices, cstf-n (2 heads), batch 1, fp32: 1024 input -> 1024 query x 1024 ref tokens + "
-    "4096 x 256 = 4.2 M values per head pair (about 16 MiB per copy); 2048 input -> 4096 x 4096 + "
-    "16384 x 1024 = 67 M values (about 256 MiB per copy). Measured block peak: see bench_model.py."
+    "CSTF block, cstf-n (2 heads), batch 1, fp32, no gradient, CPU, peak resident memory growth measured by "
+    "benchmarks/bench_model.py: 86 MiB at 1024 x 1024 input, 575 MiB at 2048 x 2048 (the SoftMax matrices "
+    "grow with the square of the input area: tile large scenes). 2.4 of the model's 20.7 GFLOPs at 1024 without a reference."
 )
-ENTROPY_EPS = 1e-9
+ENTROPY_EPS = 1e-4  # representable in FP16 (1e-9 would flush to 0 and make 0 * log 0 = NaN)
 
 
 class Correspondence(nn.Module):
@@ -128,7 +129,10 @@ class CSTFBlock(nn.Module):
         r5 = ref_feats[2]
         coarse, fine = self.strides[2], self.strides[1]
         q_logits, (q_kp_fine, q_kp_coarse) = self.saliency(query_feats, (fine, coarse))
-        r_logits, (r_kp_coarse,) = self.saliency(ref_feats, (coarse,))
+        if ref_feats is query_feats:  # no reference given: an argument-identity choice, fixed at tracing
+            r_logits, r_kp_coarse = q_logits, q_kp_coarse
+        else:
+            r_logits, (r_kp_coarse,) = self.saliency(ref_feats, (coarse,))
         # Stride-16 queries see the reference at stride 64 (bounded cost, module docstring).
         r5_pooled = F.avg_pool2d(r5, 2, 2)
         r_kp_pooled = F.max_pool2d(r_kp_coarse, 2, 2)
