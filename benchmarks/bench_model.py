@@ -43,7 +43,7 @@ def forward_ms(model, size: int, repeats: int = 5) -> float:
 
 def block_peak_mib(name: str, size: int) -> float:
     """Run :func:`_block_child` in a fresh interpreter and return its peak RSS growth in MiB."""
-    code = f"import sys; sys.argv=['x']; from benchmarks.bench_model import _block_child; _block_child({name!r}, {size})"
+    code = f"from benchmarks.bench_model import _block_child; _block_child({name!r}, {size})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -52,7 +52,8 @@ def _block_child(name: str, size: int) -> None:
     torch.set_num_threads(1)
     model = build_model(name, 5).eval()
     # Random features of the backbone's shapes: running the backbone here would set the RSS peak.
-    feats = tuple(torch.randn(1, c, size // s, size // s) for c, s in zip(model.backbone.out_channels, model.strides))
+    shapes = zip(model.backbone.out_channels, model.strides)
+    feats = tuple(torch.randn(1, c, size // s, size // s) for c, s in shapes)
     before = _current_rss()
     peak = [before]
     done = threading.Event()

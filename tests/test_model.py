@@ -63,7 +63,8 @@ def test_train_mode_outputs(images):
 
 
 def test_parameter_counts_grow_with_size():
-    counts = {name: sum(p.numel() for p in build_model(name, 5).parameters()) for name in ("cstf-n", "cstf-s", "cstf-m")}
+    names = ("cstf-n", "cstf-s", "cstf-m")
+    counts = {name: sum(p.numel() for p in build_model(name, 5).parameters()) for name in names}
     assert 2.0e6 <= counts["cstf-n"] <= 3.5e6
     assert counts["cstf-n"] < counts["cstf-s"] < counts["cstf-m"]
 

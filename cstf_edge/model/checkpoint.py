@@ -77,7 +77,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value.reshape(()) if value.numel() == 1 and name == "step" else value
+            scalar = name == "step" and value.numel() == 1
+            state.setdefault(int(index), {})[name] = value.reshape(()) if scalar else value
     params = {p for g in current["param_groups"] for p in g["params"]}
     for index in state:
         if index not in params:

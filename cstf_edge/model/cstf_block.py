@@ -36,7 +36,8 @@ from cstf_edge.model.saliency import KeypointSaliency
 MEMORY_NOTE = (
     "CSTF block, cstf-n (2 heads), batch 1, fp32, no gradient, CPU, peak resident memory growth measured by "
     "benchmarks/bench_model.py: 86 MiB at 1024 x 1024 input, 575 MiB at 2048 x 2048 (the SoftMax matrices "
-    "grow with the square of the input area: tile large scenes). 2.4 of the model's 20.7 GFLOPs at 1024 without a reference."
+    "grow with the square of the input area: tile large scenes). 2.4 of the model's 20.7 GFLOPs at 1024 "
+    "without a reference."
 )
 ENTROPY_EPS = 1e-4  # representable in FP16 (1e-9 would flush to 0 and make 0 * log 0 = NaN)
 

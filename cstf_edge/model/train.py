@@ -184,8 +184,8 @@ class Trainer:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         count, images, start = 0, 0, time.perf_counter()
-        bar = tqdm(self.loader(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}",
-                   disable=not self.config.progress, leave=False)
+        bar = tqdm(self.loader(epoch), total=self.steps_per_epoch, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.config.progress)
         for batch in bar:
             terms = self.train_step(batch)
             for name, value in terms.items():
