@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,18 @@ log = logging.getLogger(__name__)
 TASK1_PREFIX = "Task1_"
 TASK1_SUFFIX = ".txt"
 _TOKENS_PER_LINE = 10
-_FIRST_TOKEN = re.compile(r"^[ \t]*(\S+)", re.MULTILINE)
-_WELL_FORMED_LINE = re.compile(r"^[ \t]*\S+(?:[ \t]+\S+){9}[ \t]*\r?$", re.MULTILINE)
+# Whitespace other than separators (space, tab) and line ends (LF, a CR before it): fine on blank lines only.
+_STRAY_WHITESPACE = re.compile(r"[^\S \t\r\n]")
+_ASCII_STRAY_WHITESPACE = np.array([11, 12, 28, 29, 30, 31], dtype=np.uint8)
+_WHITESPACE_LINE = re.compile(r"^[^\S\n]+$", re.MULTILINE)
+# The fast number path reads the last 8 bytes of a token as one little-endian 64-bit word.
+_WORD = 8
+_FULL = 2**64 - 1
+# By token length n: the mask keeping its n bytes of the word, and the word of a flag on its first byte.
+_KEEP_LAST = np.array([_FULL ^ (2 ** (8 * (_WORD - n)) - 1) for n in range(_WORD + 1)], dtype=np.uint64)
+_FIRST_OF = np.array([2 ** (8 * (_WORD - n)) if n else 0 for n in range(_WORD + 1)], dtype=np.uint64)
+_POW10 = 10 ** np.arange(_WORD + 1, dtype=np.int64)
+_SWAR_STEPS = ((8, 10, 0x00FF00FF00FF00FF), (16, 100, 0x0000FFFF0000FFFF), (32, 10000, 0xFFFFFFFF))
 
 
 @dataclass
@@ -80,22 +89,122 @@ def _find_bad_line(path: Path, text: str) -> LabelFormatError:
     return LabelFormatError("unreadable Task1 file", str(path))
 
 
+def _token_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end byte offsets of every token (a run of bytes other than space, tab, CR and LF)."""
+    separator = (buf == 32) | (buf == 9) | (buf == 13) | (buf == 10)
+    edges = np.diff(np.concatenate(([True], separator, [True])).view(np.int8))
+    return np.flatnonzero(edges == -1), np.flatnonzero(edges == 1)
+
+
+def _stray_whitespace(text: str, buf: np.ndarray) -> bool:
+    """Whitespace other than space, tab and line ends, or a CR that does not end its line."""
+    if text.isascii():
+        stray = np.isin(buf, _ASCII_STRAY_WHITESPACE).any()
+    else:
+        stray = _STRAY_WHITESPACE.search(text) is not None
+    carriage = np.flatnonzero(buf[:-1] == 13)
+    return bool(stray) or not np.all(buf[carriage + 1] == 10)
+
+
+def _as_bytes(text: str) -> tuple[bytes, np.ndarray]:
+    data = text.encode("utf-8", "surrogatepass")
+    return data, np.frombuffer(data, np.uint8)
+
+
+def _checked_bytes(text: str, path: Path) -> tuple[bytes, np.ndarray]:
+    """The bytes of ``text``, blank lines holding stray whitespace emptied; stray whitespace on any
+    other line is a ``LabelFormatError``."""
+    data, buf = _as_bytes(text)
+    if _stray_whitespace(text, buf):
+        cleaned = _WHITESPACE_LINE.sub("", text)
+        data, buf = _as_bytes(cleaned)
+        if _stray_whitespace(cleaned, buf):
+            raise _find_bad_line(path, text)
+    return data, buf
+
+
+def _ten_tokens_a_line(buf: np.ndarray, starts: np.ndarray) -> bool:
+    """Every line holds 0 or 10 tokens."""
+    newlines = np.flatnonzero(buf == 10)
+    per_line = np.diff(np.concatenate(([0], np.searchsorted(starts, newlines), [len(starts)])))
+    return bool(np.all((per_line == 0) | (per_line == _TOKENS_PER_LINE)))
+
+
+def _last_bytes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The last 8 bytes of each token ``[T, 8]``, zeros before a shorter one, and the token lengths
+    (9 for any longer one)."""
+    padded = np.frombuffer(bytes(_WORD) + data, np.uint8)
+    words = np.ndarray((len(data) + 1,), "<u8", padded, strides=(1,))[ends]  # word i: bytes i-8 .. i-1
+    length = np.minimum(ends - starts, _WORD + 1)
+    words &= _KEEP_LAST[np.minimum(length, _WORD)]
+    return words.view(np.uint8).reshape(-1, _WORD), length
+
+
+def _byte_sums(flags: np.ndarray) -> np.ndarray:
+    """Row sums of a ``[T, 8]`` array of 0/1 bytes, by one multiplication per row."""
+    return (flags.view("<u8").ravel() * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+def _digits_value(digits: np.ndarray) -> np.ndarray:
+    """The integers spelled by rows of 8 digit values ``[T, 8]``, first column most significant (SWAR:
+    pairs of digits, then pairs of pairs, then of quadruples)."""
+    word = np.ascontiguousarray(digits).view("<u8").ravel()
+    for shift, scale, mask in _SWAR_STEPS:
+        word = (word * np.uint64(scale) + (word >> np.uint64(shift))) & np.uint64(mask)
+    return word.astype(np.int64)
+
+
+def _plain_decimals(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the tokens that are plain decimals ``[-]digits[.digits]`` of at most 8 bytes, and
+    the mask of those tokens (the others are left to ``float``).
+
+    The digits make an integer below 10**8, exact, and ``integer / 10**fraction_digits`` is exactly
+    ``float(token)``: IEEE division of exact operands rounds correctly (Clinger's fast path).
+    """
+    chars, length = _last_bytes(data, starts, ends)
+    digits = chars - np.uint8(48)
+    is_digit, is_dot = digits < 10, chars == 46
+    num_digits, num_dots = _byte_sums(is_digit), _byte_sums(is_dot)
+    negative = (chars == 45).view("<u8").ravel() == _FIRST_OF[np.minimum(length, _WORD)]  # first byte only
+    plain = (length <= _WORD) & (num_digits > 0) & (num_dots <= 1)
+    plain &= num_digits + num_dots + negative == length
+    dotted = _digits_value(np.where(is_digit, digits, np.uint8(0)))  # the dot counted as a 0 digit
+    fraction = np.where(num_dots > 0, _WORD - 1 - is_dot.argmax(axis=1), 0)
+    scale = _POW10[fraction]
+    integer = np.where(num_dots > 0, dotted // (10 * scale) * scale + dotted % scale, dotted)
+    values = integer / scale.astype(np.float64)
+    return np.where(negative, -values, values), plain
+
+
+def _parse_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """``float`` of every token, or None if one is not a number."""
+    values, plain = _plain_decimals(data, starts, ends)
+    others = np.flatnonzero(~plain)
+    try:
+        values[others] = [float(data[a:b]) for a, b in zip(starts[others].tolist(), ends[others].tolist())]
+    except ValueError:
+        return None
+    return values
+
+
 def parse_task1_text(text: str, path: str | os.PathLike = "<text>") -> Task1Detections:
     """Parse the content of one Task1 file (blank lines are skipped; any other malformed line raises
-    ``LabelFormatError`` naming ``path`` and the line number)."""
+    ``LabelFormatError`` naming ``path`` and the line number).
+
+    Vectorised over the bytes of the whole text: tokens from the separators, 10 tokens a line checked
+    at once, numbers through an exact fast path for plain decimals (``float`` for any other token).
+    """
     path = Path(path)
-    image_ids = _FIRST_TOKEN.findall(text)
-    if len(_WELL_FORMED_LINE.findall(text)) != len(image_ids):
+    data, buf = _checked_bytes(text, path)
+    starts, ends = _token_bounds(buf)
+    if not _ten_tokens_a_line(buf, starts):
         raise _find_bad_line(path, text)
-    numbers_text = _FIRST_TOKEN.sub("", text)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            numbers = np.fromstring(numbers_text, sep=" ") if numbers_text.strip() else np.zeros(0)
-    except (ValueError, DeprecationWarning):
-        raise _find_bad_line(path, text) from None
-    if numbers.size != 9 * len(image_ids):
+    starts, ends = starts.reshape(-1, _TOKENS_PER_LINE), ends.reshape(-1, _TOKENS_PER_LINE)
+    numbers = _parse_numbers(data, starts[:, 1:].ravel(), ends[:, 1:].ravel())
+    if numbers is None:
         raise _find_bad_line(path, text)
+    ids = zip(starts[:, 0].tolist(), ends[:, 0].tolist())
+    image_ids = [data[a:b].decode("utf-8", "surrogatepass") for a, b in ids]
     numbers = numbers.reshape(-1, 9)
     return Task1Detections(image_ids, numbers[:, 0], numbers[:, 1:].reshape(-1, 4, 2))
 

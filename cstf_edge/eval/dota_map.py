@@ -29,7 +29,7 @@ from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.task1 import Task1Detections, read_task1_dir
 from cstf_edge.errors import DataError, EvaluationError
 from cstf_edge.geometry import as_polygons, poly_to_hbb
-from cstf_edge.geometry.iou import polygon_area, polygon_overlap_pairs
+from cstf_edge.geometry.iou import intersection_upper_bound, polygon_area, polygon_overlap_pairs
 
 log = logging.getLogger(__name__)
 
@@ -98,40 +98,67 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> 
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def _group_bounds(image_index: np.ndarray, num_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stable order grouping ``image_index`` by image, and the start of each image's group."""
-    order = np.argsort(image_index, kind="stable")
-    starts = np.searchsorted(image_index[order], np.arange(num_images + 1))
-    return order, starts
+def _expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``(i, j)`` with ``lo[i] <= j < hi[i]``, grouped by ``i`` ascending."""
+    counts = np.maximum(hi - lo, 0)
+    rows = np.repeat(np.arange(len(lo)), counts)
+    cols = np.arange(len(rows)) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
+    return rows, cols
+
+
+def _keep_overlapping(det_bounds, gt_bounds, pair_det, pair_gt, axis):
+    """The pairs whose axis-aligned boxes overlap along ``axis`` (0: x, 1: y) with the devkit's +1
+    pixel convention; bounds are column-major ``[4, N]`` (xmin, ymin, xmax, ymax)."""
+    low = np.maximum(gt_bounds[axis][pair_gt], det_bounds[axis][pair_det])
+    high = np.minimum(gt_bounds[axis + 2][pair_gt], det_bounds[axis + 2][pair_det])
+    keep = np.flatnonzero(high - low + 1.0 > 0)
+    return pair_det[keep], pair_gt[keep]
+
+
+def _sweep_key(det_hbb, gt_hbb, num_images):
+    """A sort key for (image, x) with each image in its own band of values (x clipped into it, so
+    infinities stay in their image), and the margin that covers the +1 convention and its rounding."""
+    x = np.concatenate([det_hbb[:, [0, 2]].ravel(), gt_hbb[:, [0, 2]].ravel()])
+    x = x[np.isfinite(x)]
+    origin, span = (x.min(), x.max() - x.min()) if len(x) else (0.0, 0.0)
+    margin = 2.0 + 1e-9 * (abs(origin) + span + 1.0) * (num_images + 1)
+    band = 2.0 * (span + margin) + 1.0
+    return lambda image, value: image * band + np.clip(value - origin, -margin, span + margin), margin
 
 
 def _candidate_pairs(det_image, det_hbb, gt_image, gt_hbb, num_images):
-    """(detection, ground truth) pairs of one image whose axis-aligned boxes overlap (+1 convention).
+    """(detection, ground truth) pairs of one image whose axis-aligned boxes overlap (+1 convention),
+    grouped by detection (ascending), ground truths in no particular order within a detection.
 
-    Pairs come grouped by detection, ground truths ascending within each detection.
+    Sort and sweep, no loop over images: ground truths sorted by (image, xmin); a detection's range
+    holds those of its image with xmin in ``[xmin - widest - margin, xmax + margin]`` (``widest``:
+    the image's widest ground truth), a superset that the devkit's test then filters, x then y.
     """
-    det_order, det_starts = _group_bounds(det_image, num_images)
-    gt_order, gt_starts = _group_bounds(gt_image, num_images)
-    pair_det, pair_gt = [], []
-    for image in np.nonzero((np.diff(det_starts) > 0) & (np.diff(gt_starts) > 0))[0]:
-        dets = det_order[det_starts[image]: det_starts[image + 1]]
-        gts = gt_order[gt_starts[image]: gt_starts[image + 1]]
-        d, g = det_hbb[dets][:, None, :], gt_hbb[gts][None, :, :]
-        inter_w = np.minimum(g[..., 2], d[..., 2]) - np.maximum(g[..., 0], d[..., 0]) + 1.0
-        inter_h = np.minimum(g[..., 3], d[..., 3]) - np.maximum(g[..., 1], d[..., 1]) + 1.0
-        rows, cols = np.nonzero((inter_w > 0) & (inter_h > 0))
-        pair_det.append(dets[rows])
-        pair_gt.append(gts[cols])
-    if not pair_det:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(pair_det), np.concatenate(pair_gt)
+    key, margin = _sweep_key(det_hbb, gt_hbb, num_images)
+    widest = np.zeros(num_images)
+    np.fmax.at(widest, gt_image, gt_hbb[:, 2] - gt_hbb[:, 0])  # fmax: NaN widths ignored
+    gt_keys = key(gt_image, gt_hbb[:, 0])
+    order = np.argsort(gt_keys, kind="stable")
+    lo = np.searchsorted(gt_keys[order], key(det_image, det_hbb[:, 0] - widest[det_image] - margin), "left")
+    hi = np.searchsorted(gt_keys[order], key(det_image, det_hbb[:, 2] + margin), "right")
+    pair_det, pair_pos = _expand_ranges(lo, hi)
+    det_bounds, gt_bounds = np.ascontiguousarray(det_hbb.T), np.ascontiguousarray(gt_hbb[order].T)
+    for axis in (0, 1):
+        pair_det, pair_pos = _keep_overlapping(det_bounds, gt_bounds, pair_det, pair_pos, axis)
+    return pair_det, order[pair_pos]
+
+
+def _may_exceed(bound, area_a, area_b, iou_threshold):
+    """Whether an intersection of at most ``bound`` can give an IoU above the threshold (with a margin)."""
+    return bound > (iou_threshold - _PRUNE_MARGIN) * (area_a + area_b - bound)
 
 
 def _pair_ious(det_polys, gt_polys, det_hbb, gt_hbb, pair_det, pair_gt, iou_threshold):
     """Devkit IoU of candidate pairs; pairs that provably cannot exceed the threshold get -1.
 
-    The bound: the intersection is at most the smaller area and the overlap of the true (no +1)
-    axis-aligned boxes. A 0/0 IoU is NaN, as in the devkit.
+    The bounds: the intersection is at most the smaller area and the overlap of the true (no +1)
+    axis-aligned boxes, then, on the pairs passing those, ``intersection_upper_bound`` (the overlap of
+    the extents in either polygon's own frame). A 0/0 IoU is NaN, as in the devkit.
     """
     area_det = np.abs(polygon_area(det_polys))[pair_det]
     area_gt = np.abs(polygon_area(gt_polys))[pair_gt]
@@ -139,21 +166,22 @@ def _pair_ious(det_polys, gt_polys, det_hbb, gt_hbb, pair_det, pair_gt, iou_thre
     box_w = np.clip(np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]), 0, None)
     box_h = np.clip(np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]), 0, None)
     bound = np.minimum(np.minimum(area_det, area_gt), box_w * box_h)
-    union_low = area_det + area_gt - bound
     zero_union = (area_det == 0) & (area_gt == 0)
-    possible = (bound > (iou_threshold - _PRUNE_MARGIN) * union_low) & ~zero_union
     ious = np.full(len(pair_det), -1.0)
     ious[zero_union] = np.nan
-    keep = np.nonzero(possible)[0]
-    inter, union = polygon_overlap_pairs(det_polys[pair_det[keep]], gt_polys[pair_gt[keep]])
+    keep = np.flatnonzero(_may_exceed(bound, area_det, area_gt, iou_threshold) & ~zero_union)
+    det_pairs, gt_pairs = det_polys[pair_det[keep]], gt_polys[pair_gt[keep]]
+    bound = np.fmin(bound[keep], intersection_upper_bound(det_pairs, gt_pairs))
+    still = _may_exceed(bound, area_det[keep], area_gt[keep], iou_threshold)
+    inter, union = polygon_overlap_pairs(det_pairs[still], gt_pairs[still])
     with np.errstate(divide="ignore", invalid="ignore"):
-        ious[keep] = inter / union
+        ious[keep[still]] = inter / union
     return ious
 
 
 def _best_overlaps(num_dets, pair_det, pair_gt, ious):
     """Per detection: ``ovmax`` (-inf without candidates, NaN if any candidate IoU is NaN) and
-    ``jmax`` (first candidate reaching it, -1 if none)."""
+    ``jmax`` (the lowest-index candidate reaching it, the devkit's first; -1 if none)."""
     ovmax = np.full(num_dets, -np.inf)
     jmax = np.full(num_dets, -1, dtype=np.int64)
     if len(pair_det) == 0:
@@ -162,8 +190,9 @@ def _best_overlaps(num_dets, pair_det, pair_gt, ious):
     segment_max = np.maximum.reduceat(ious, starts)
     ovmax[pair_det[starts]] = segment_max
     is_best = ious == np.repeat(segment_max, np.diff(np.r_[starts, len(ious)]))
-    best_det, first = np.unique(pair_det[is_best], return_index=True)
-    jmax[best_det] = pair_gt[np.flatnonzero(is_best)[first]]
+    none = np.iinfo(np.int64).max
+    first_best = np.minimum.reduceat(np.where(is_best, pair_gt, none), starts)
+    jmax[pair_det[starts]] = np.where(first_best < none, first_best, -1)
     return ovmax, jmax
 
 
@@ -195,12 +224,15 @@ def evaluate_detections(
     difficult = np.asarray(gt_difficult).reshape(-1).astype(bool)
     if num_images is None:
         num_images = int(max(det_image.max(initial=-1), gt_image.max(initial=-1))) + 1
-    ranking = np.argsort(-scores)  # the devkit's call: its order among ties is the reference
-    det_image, det_polys = det_image[ranking], det_polys[ranking]
+    used = np.concatenate([det_image, gt_image])
+    if ((used < 0) | (used >= num_images)).any():
+        raise EvaluationError(f"image indices must lie in 0 .. {num_images - 1} (num_images)")
     det_hbb, gt_hbb = poly_to_hbb(det_polys), poly_to_hbb(gt_polys)
     pair_det, pair_gt = _candidate_pairs(det_image, det_hbb, gt_image, gt_hbb, num_images)
     ious = _pair_ious(det_polys, gt_polys, det_hbb, gt_hbb, pair_det, pair_gt, iou_threshold)
     ovmax, jmax = _best_overlaps(len(scores), pair_det, pair_gt, ious)
+    ranking = np.argsort(-scores)  # the devkit's call: its order among ties is the reference
+    ovmax, jmax = ovmax[ranking], jmax[ranking]
     matched = ovmax > iou_threshold  # NaN and -inf compare False
     ignored = matched & difficult[np.where(matched, jmax, 0)] if len(gt_polys) else np.zeros_like(matched)
     claims = np.flatnonzero(matched & ~ignored)
@@ -222,15 +254,15 @@ def _class_figures(tp: np.ndarray, fp: np.ndarray, num_positive: int, metric: st
 
 def _image_indices(image_ids: list[str], index_of: dict[str, int], class_name: str) -> np.ndarray:
     """Image index of each detection; an image outside the evaluated set is an ``EvaluationError``."""
-    unique_ids, inverse = np.unique(np.asarray(image_ids, dtype=str), return_inverse=True)
-    unknown = [name for name in unique_ids if name not in index_of]
-    if unknown:
+    indices = np.array([index_of.get(name, -1) for name in image_ids], dtype=np.int64)
+    if (indices < 0).any():
+        unknown = sorted({name for name in image_ids if name not in index_of})
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise EvaluationError(
             f"class {class_name}: detections on {len(unknown)} image(s) not in the evaluated image set "
             f"({shown}); add their label files / image-set lines or remove those detections"
         )
-    return np.asarray([index_of[name] for name in unique_ids], dtype=np.int64)[inverse.reshape(-1)]
+    return indices
 
 
 def evaluate_dota_arrays(

@@ -114,7 +114,10 @@ def poly_to_rbox(polys) -> np.ndarray:
 def poly_to_hbb(polys) -> np.ndarray:
     """Axis-aligned bounds ``[..., 4]`` = ``xmin, ymin, xmax, ymax`` of polygons."""
     pts = as_polygons(polys)
-    return np.concatenate([pts.min(axis=-2), pts.max(axis=-2)], axis=-1)
+    corners = [pts[..., k, :] for k in range(4)]  # elementwise over 4 corners: faster than a reduction
+    low = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
+    high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
+    return np.concatenate([low, high], axis=-1)
 
 
 def rbox_to_hbb(rboxes) -> np.ndarray:
