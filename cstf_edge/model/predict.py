@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cstf_edge.geometry import rbox_to_poly
-from cstf_edge.geometry.iou import polygon_iou_matrix
+from cstf_edge.geometry import poly_to_hbb, rbox_to_poly
+from cstf_edge.geometry.iou import polygon_iou_pairs
 from cstf_edge.model.detector import CSTFDetector, images_to_input
 
 
@@ -30,18 +30,26 @@ class Detections:
 
 
 def rotated_nms(rboxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS (exact rotated IoU), in decreasing score order."""
+    """Indices kept by greedy NMS (exact rotated IoU), in decreasing score order.
+
+    Each kept box is compared only with the lower-scored boxes still alive whose axis-aligned bounds
+    overlap its own, so the cost follows the number of real neighbours, not the square of the count.
+    """
     order = np.argsort(-scores, kind="stable")
-    if len(order) == 0:
-        return order
-    overlaps = polygon_iou_matrix(rbox_to_poly(rboxes[order]), rbox_to_poly(rboxes[order]))
-    suppressed = np.zeros(len(order), dtype=bool)
+    polygons = rbox_to_poly(rboxes[order])
+    bounds = poly_to_hbb(polygons)
+    alive = np.ones(len(order), dtype=bool)
     keep = []
     for rank in range(len(order)):
-        if suppressed[rank]:
+        if not alive[rank]:
             continue
         keep.append(order[rank])
-        suppressed |= overlaps[rank] > iou_threshold
+        rest = rank + 1 + np.flatnonzero(alive[rank + 1:])
+        near = rest[(bounds[rest, 0] <= bounds[rank, 2]) & (bounds[rest, 2] >= bounds[rank, 0])
+                    & (bounds[rest, 1] <= bounds[rank, 3]) & (bounds[rest, 3] >= bounds[rank, 1])]
+        if len(near):
+            overlap = polygon_iou_pairs(polygons[rank][None], polygons[near])
+            alive[near[overlap > iou_threshold]] = False
     return np.asarray(keep, dtype=np.int64)
 
 
