@@ -24,9 +24,15 @@ work=${GPU_CHECK_WORK:-/tmp/cstf_gpu_check}
 cat "$out/environment.txt"
 
 # TRAIN_EXTRA_ARGS: more train_demo.py options (a dry run elsewhere: "--device cpu --train-n 32 ...").
+status=0
 # shellcheck disable=SC2086
 python3 benchmarks/train_demo.py --out "$work/run" --work "$work/data" --device cuda \
-  --budget-s "${TRAIN_BUDGET_S:-360}" --workers "${TRAIN_WORKERS:-14}" ${TRAIN_EXTRA_ARGS:-} 2>&1 | tee "$out/train.log"
+  --budget-s "${TRAIN_BUDGET_S:-360}" --workers "${TRAIN_WORKERS:-14}" ${TRAIN_EXTRA_ARGS:-} \
+  2>&1 | tee "$out/train.log" || status=$?
 
-cp "$work/run/report.json" "$work/run/run/weights.safetensors" "$work/run/run/weights.json" \
-   "$work/run/run/metrics.csv" "$out/"
+# Bring back whatever was made, even when a later step failed.
+for file in "$work/run/report.json" "$work/run/run/weights.safetensors" "$work/run/run/weights.json" \
+            "$work/run/run/metrics.csv"; do
+  [ -f "$file" ] && cp "$file" "$out/"
+done
+exit "$status"
