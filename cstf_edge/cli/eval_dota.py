@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from cstf_edge.data.task1 import labels_as_detections
 from cstf_edge.errors import EvaluationError
-from cstf_edge.eval.dota_map import METRICS, DotaEvalResult, evaluate_dota
+from cstf_edge.eval.dota_map import METRICS, DotaEvalResult, evaluate_dota, load_ground_truth
 
 _EXAMPLES = """examples:
   cstf-edge eval-dota --results out/task1 --labels DOTA/val/labelTxt
@@ -13,6 +14,10 @@ _EXAMPLES = """examples:
   cstf-edge eval-dota --results out/task1 --labels DOTA/val/labelTxt --imageset val.txt --metric voc12 --json
       VOC12 area mAP over the images listed in val.txt, printed as JSON:
       {"mAP": ..., "per_class_ap": {...}, "metric": ..., "num_detections": ..., "num_ground_truth": ...}
+
+  cstf-edge eval-dota --results annotator_b/labelTxt --results-format labels --labels annotator_a/labelTxt
+      score one annotation against another: every labelled object is a detection of score 1.0
+      (a data set scored against itself gives mAP 1.0)
 
 Result lines: image_id score x1 y1 x2 y2 x3 y3 x4 y4. A detection's image must have a label file.
 HRSC2016 in DOTA layout (class 'ship') is evaluated the same way.
@@ -29,6 +34,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--results", required=True, help="folder of Task1_<class>.txt result files")
+    parser.add_argument("--results-format", choices=("task1", "labels"), default="task1",
+                        help="task1: Task1_<class>.txt files (default); labels: DOTA label files "
+                        "<image_id>.txt, each object a detection of score 1.0")
     parser.add_argument("--labels", required=True, help="folder of DOTA label files <image_id>.txt")
     parser.add_argument("--imageset", help="file listing the image ids to evaluate (default: every label file)")
     parser.add_argument("--metric", choices=METRICS, default="voc07",
@@ -54,6 +62,9 @@ def format_table(result: DotaEvalResult) -> str:
 def run(args) -> int:
     if not 0.0 <= args.iou < 1.0:
         raise EvaluationError(f"--iou must be in [0, 1), got {args.iou}")
-    result = evaluate_dota(args.results, args.labels, args.imageset, metric=args.metric, iou_threshold=args.iou)
+    results = args.results
+    if args.results_format == "labels":
+        results = labels_as_detections(load_ground_truth(args.results))
+    result = evaluate_dota(results, args.labels, args.imageset, metric=args.metric, iou_threshold=args.iou)
     print(json.dumps(result.summary()) if args.json else format_table(result))
     return 0

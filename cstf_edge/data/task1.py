@@ -261,3 +261,19 @@ def write_task1_dir(
         path = task1_path(results_dir, class_name)
         written.append(atomic_write_text(path, format_task1_lines(class_detections, decimals)))
     return written
+
+
+def labels_as_detections(labels, score: float = 1.0) -> dict[str, Task1Detections]:
+    """Every object of ``labels`` (an iterable of ``ImageLabels``) as a detection with ``score``, per
+    class, in label order: to score one annotation of a data set against another, or against itself
+    (which must give mAP 1.0)."""
+    found: dict[str, tuple[list, list]] = {}
+    for item in labels:
+        for name, polygon in zip(item.classes, item.polygons):
+            ids, polygons = found.setdefault(name, ([], []))
+            ids.append(item.image_id)
+            polygons.append(polygon)
+    return {
+        name: Task1Detections(ids, np.full(len(ids), score), np.asarray(polygons))
+        for name, (ids, polygons) in sorted(found.items())
+    }
