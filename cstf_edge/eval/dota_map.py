@@ -30,6 +30,7 @@ from cstf_edge.data.task1 import Task1Detections, read_task1_dir
 from cstf_edge.errors import DataError, EvaluationError
 from cstf_edge.geometry import as_polygons, poly_to_hbb
 from cstf_edge.geometry.iou import intersection_upper_bound, polygon_area, polygon_overlap_pairs
+from cstf_edge.geometry.pairs import expand_ranges
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> 
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def _expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every ``(i, j)`` with ``lo[i] <= j < hi[i]``, grouped by ``i`` ascending."""
-    counts = np.maximum(hi - lo, 0)
-    rows = np.repeat(np.arange(len(lo)), counts)
-    cols = np.arange(len(rows)) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
-    return rows, cols
-
-
 def _keep_overlapping(det_bounds, gt_bounds, pair_det, pair_gt, axis):
     """The pairs whose axis-aligned boxes overlap along ``axis`` (0: x, 1: y) with the devkit's +1
     pixel convention; bounds are column-major ``[4, N]`` (xmin, ymin, xmax, ymax)."""
@@ -141,7 +134,7 @@ def _candidate_pairs(det_image, det_hbb, gt_image, gt_hbb, num_images):
     order = np.argsort(gt_keys, kind="stable")
     lo = np.searchsorted(gt_keys[order], key(det_image, det_hbb[:, 0] - widest[det_image] - margin), "left")
     hi = np.searchsorted(gt_keys[order], key(det_image, det_hbb[:, 2] + margin), "right")
-    pair_det, pair_pos = _expand_ranges(lo, hi)
+    pair_det, pair_pos = expand_ranges(lo, hi)
     det_bounds, gt_bounds = np.ascontiguousarray(det_hbb.T), np.ascontiguousarray(gt_hbb[order].T)
     for axis in (0, 1):
         pair_det, pair_pos = _keep_overlapping(det_bounds, gt_bounds, pair_det, pair_pos, axis)

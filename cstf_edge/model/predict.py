@@ -13,6 +13,7 @@ import torch
 
 from cstf_edge.geometry import poly_to_hbb, rbox_to_poly
 from cstf_edge.geometry.iou import polygon_iou_pairs
+from cstf_edge.geometry.pairs import overlapping_pairs
 from cstf_edge.model.detector import CSTFDetector, images_to_input
 
 
@@ -32,25 +33,22 @@ class Detections:
 def rotated_nms(rboxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy NMS (exact rotated IoU), in decreasing score order.
 
-    Each kept box is compared only with the lower-scored boxes still alive whose axis-aligned bounds
-    overlap its own, so the cost follows the number of real neighbours, not the square of the count.
+    Exact IoU is computed once, in one batch, for the pairs whose axis-aligned bounds overlap; the
+    greedy pass then walks the ranks over that sparse graph.
     """
     order = np.argsort(-scores, kind="stable")
     polygons = rbox_to_poly(rboxes[order])
-    bounds = poly_to_hbb(polygons)
+    higher, lower = overlapping_pairs(poly_to_hbb(polygons))  # ranks, higher < lower
+    hits = polygon_iou_pairs(polygons[higher], polygons[lower]) > iou_threshold
+    higher, lower = higher[hits], lower[hits]
+    by_rank = np.argsort(higher, kind="stable")
+    higher, lower = higher[by_rank], lower[by_rank]
+    starts = np.searchsorted(higher, np.arange(len(order) + 1))
     alive = np.ones(len(order), dtype=bool)
-    keep = []
     for rank in range(len(order)):
-        if not alive[rank]:
-            continue
-        keep.append(order[rank])
-        rest = rank + 1 + np.flatnonzero(alive[rank + 1:])
-        near = rest[(bounds[rest, 0] <= bounds[rank, 2]) & (bounds[rest, 2] >= bounds[rank, 0])
-                    & (bounds[rest, 1] <= bounds[rank, 3]) & (bounds[rest, 3] >= bounds[rank, 1])]
-        if len(near):
-            overlap = polygon_iou_pairs(polygons[rank][None], polygons[near])
-            alive[near[overlap > iou_threshold]] = False
-    return np.asarray(keep, dtype=np.int64)
+        if alive[rank]:
+            alive[lower[starts[rank]:starts[rank + 1]]] = False
+    return order[alive]
 
 
 def class_aware_nms(rboxes, scores, class_ids, iou_threshold: float) -> np.ndarray:
