@@ -99,6 +99,7 @@ def _check_modalities(modalities, what: str) -> tuple[str, ...]:
 
 
 def _run(task, jobs: list, workers: int, desc: str, progress: bool):
+    progress = progress and bool(jobs)
     if workers <= 1 or len(jobs) <= 1:
         yield from tqdm(map(task, jobs), total=len(jobs), desc=desc, disable=not progress)
         return
@@ -136,6 +137,6 @@ def generate_dataset(out, n: int, *, size: int = 1024, seed: int = 0, modalities
             summary.class_counts[cls] = summary.class_counts.get(cls, 0) + count
     for result in _run(_pair_task, [(job, i) for i in range(pairs)], workers, "pairs", progress):
         summary.pairs_written += result is not None
-    log.info("SynthRS: %d scenes written, %d already there, %d pairs, in %s", summary.scenes_written,
+    log.debug("SynthRS: %d scenes written, %d already there, %d pairs, in %s", summary.scenes_written,
              summary.scenes_skipped, summary.pairs_written, out)
     return summary
