@@ -5,6 +5,11 @@ the +x axis towards +y (image y points down, so a positive angle turns clockwise
 form: ``w >= h`` and ``angle`` in ``[-pi/2, pi/2)``; a square (sides equal to 1e-9 relative) has its angle
 reduced to ``[-pi/4, pi/4)`` so that it has a single canonical form too.
 
+Pixel coordinates are continuous: pixel (row i, column j) covers ``[j, j+1) x [i, i+1)``, so its centre
+is ``(j + 0.5, i + 0.5)`` and an image of width W spans ``[0, W]``. Under this convention a resize by s
+(``cv2.resize``) maps x to s * x and a horizontal flip maps x to W - x exactly. OpenCV's drawing and
+``warpAffine`` put pixel centres at integers instead: shift by 0.5 when handing coordinates to them.
+
 Polygon: 4 corners ``(x, y)`` as DOTA writes them, shape ``[..., 4, 2]`` (``[..., 8]`` is accepted too).
 ``rbox_to_poly`` writes corners in the order (-w/2,-h/2), (+w/2,-h/2), (+w/2,+h/2), (-w/2,+h/2) of the
 box frame. ``poly_to_rbox`` returns the minimum-area enclosing rectangle, so a free quadrilateral (DOTA
