@@ -4,6 +4,7 @@ import pytest
 
 from cstf_edge.geometry import rbox_to_poly
 from cstf_edge.geometry.iou import polygon_iou_matrix
+from cstf_edge.geometry.nms import rotated_nms
 from cstf_edge.geometry.pairs import overlapping_pairs
 
 
@@ -28,9 +29,6 @@ def test_overlapping_pairs_equal_brute_force(seed, n):
 
 @pytest.mark.parametrize("seed, n, threshold", [(0, 400, 0.3), (1, 150, 0.1), (2, 1, 0.5), (3, 0, 0.5)])
 def test_rotated_nms_equals_dense_greedy(seed, n, threshold):
-    pytest.importorskip("torch")
-    from cstf_edge.model.predict import rotated_nms
-
     rng = np.random.default_rng(seed)
     boxes = _random_boxes(rng, n, extent=256.0)
     scores = rng.random(n).round(2)  # ties resolved by the stable order
