@@ -2,8 +2,8 @@
 
     python benchmarks/bench_model.py --model cstf-n --threads 2
 
-FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2, so "GFLOPs"
-compare with Ultralytics' figures, which count the same way). The block's memory is the peak resident-set
+FLOPs are counted by ``cstf_edge.model.summary.count_gflops`` (``FlopCounterMode``; a multiply-add counts
+2, so "GFLOPs" compare with Ultralytics' figures, which count the same way). The block's memory is the peak resident-set
 growth (sampled every 0.5 ms) of a fresh process running the CSTF block alone, without gradients, batch 1, fp32.
 """
 from __future__ import annotations
@@ -17,18 +17,9 @@ import threading
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from cstf_edge.model import build_model
-
-
-def count_gflops(model, size: int) -> tuple[float, float]:
-    """Total GFLOPs of one forward at ``size``, and the CSTF block's share."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, 3, size, size))
-    per_module = counter.get_flop_counts()
-    block = sum(per_module.get(f"{type(model).__name__}.cstf", {}).values())
-    return counter.get_total_flops() / 1e9, block / 1e9
+from cstf_edge.model.summary import count_gflops, count_parameters
 
 
 def forward_ms(model, size: int, repeats: int = 5) -> float:
@@ -87,11 +78,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = build_model(args.model, 5).eval()
+    gflops, block_gflops = count_gflops(model, 1024)
     report = {
         "model": args.model,
-        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "gflops_1024": round(count_gflops(model, 1024)[0], 2),
-        "gflops_1024_cstf_block": round(count_gflops(model, 1024)[1], 2),
+        "params_M": round(count_parameters(model) / 1e6, 3),
+        "gflops_1024": round(gflops, 2),
+        "gflops_1024_cstf_block": round(block_gflops, 2),
         "cpu_threads": args.threads,
         "forward_ms_512": round(forward_ms(model, 512), 1),
         "forward_ms_1024": round(forward_ms(model, 1024, repeats=3), 1),

@@ -14,12 +14,15 @@ from cstf_edge.errors import CstfError
 log = logging.getLogger("cstf_edge")
 
 # Subcommand modules, in the order `--help` lists them.
-_SUBCOMMANDS = ("synth", "split", "eval_dota")
+_SUBCOMMANDS = ("synth", "split", "eval_dota", "info", "train", "val")
 
 _EPILOG = """examples:
   cstf-edge synth data/synth --n 200 --seed 1         make a SynthRS data set (DOTA layout)
   cstf-edge split DOTA/train DOTA/train_1024          cut large images into 1024 px patches
   cstf-edge eval-dota --results out/ --labels data/synth/labelTxt --json
+  cstf-edge info --model cstf-n --imgsz 1024          parameters and GFLOPs beside YOLOv8n-obb
+  cstf-edge train --data data/synth --val data/synth_val --epochs 15 --out runs/synth
+  cstf-edge val --data data/synth_val --json          mAP of the shipped weights (or --weights W)
 """
 
 
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CstfError as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:  # a backstop: library code turns the file-system errors it expects into DataError
+        log.error("%s: %s", exc.filename if exc.filename is not None else "error", exc.strerror or exc)
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")

@@ -2,7 +2,9 @@
 
 A run directory holds ``last.safetensors`` (+ ``.json``; full training state, rewritten atomically after
 every epoch, so an interrupted run keeps its last complete epoch), ``weights.safetensors`` (+ ``.json``;
-EMA weights for inference), and ``metrics.csv`` (one row per epoch). ``resume=True`` continues from
+EMA weights for inference), ``metrics.csv`` (one row per epoch; ``mAP50`` filled on the epochs the EMA
+weights were validated, when a validation set is given) and ``results.png`` (loss and mAP per epoch, when
+matplotlib is installed). ``resume=True`` continues from
 ``last.safetensors``: the data order and augmentations of epoch ``e`` depend only on ``(seed, e)``, so a
 resumed run repeats exactly what an uninterrupted one would have done (bit-exact on CPU; on CUDA up to
 the non-determinism of cuDNN kernels when ``deterministic`` is off).
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from cstf_edge._io import atomic_write_text
 from cstf_edge.data.augment import default_train_augmentation
 from cstf_edge.data.dataset import OrientedDetectionDataset
+from cstf_edge.eval import DotaEvalResult
 from cstf_edge.errors import CstfError
 from cstf_edge.model.checkpoint import (
     STATE_FORMAT, optimizer_tensors, read_safetensors, restore_optimizer, save_weights, write_safetensors,
@@ -33,11 +36,16 @@ from cstf_edge.model.checkpoint import (
 from cstf_edge.model.detector import build_model, check_input_shape, images_to_input, spec_dict
 from cstf_edge.model.loss import DetectionLoss
 from cstf_edge.model.optim import ModelEMA, build_optimizer, warmup_cosine
-from cstf_edge.model.train_data import Batch, collate_samples, data_fingerprint, seed_worker
+from cstf_edge.model.summary import plot_metrics
+from cstf_edge.model.train_data import (
+    Batch, collate_samples, data_fingerprint, load_labelled_dir, modality_references, seed_worker,
+)
+from cstf_edge.model.validate import validate
 
 log = logging.getLogger(__name__)
 
-METRIC_FIELDS = ("epoch", "step", "lr", "loss", "cls", "box", "saliency", "images_per_s", "seconds")
+METRIC_FIELDS = ("epoch", "step", "lr", "loss", "cls", "box", "saliency", "images_per_s", "seconds", "mAP50")
+VAL_CONF = 0.001  # the confidence floor of mAP, as `cstf-edge val` uses
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
@@ -47,9 +55,13 @@ class TrainConfigError(CstfError):
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on. ``data``: a DOTA-layout directory (``images/``, ``labelTxt/``);
-    ``class_names`` fixes the class ids; ``out``: the run directory. ``max_steps`` > 0 stops early (smoke
-    runs). ``amp``: ``auto`` (bf16 where supported, else fp16 with loss scaling; off on CPU)."""
+    """Everything a run depends on. ``data``: a DOTA- or HRSC2016-layout directory (``images/`` +
+    ``labelTxt/``, or ``AllImages/`` + ``Annotations/``); ``class_names`` fixes the class ids; ``out``: the
+    run directory. ``max_steps`` > 0 stops early (smoke runs). ``amp``: ``auto`` (bf16 where supported, else
+    fp16 with loss scaling; off on CPU). ``reference``: None or ``"self"`` (see the data set);
+    ``reference_modality`` (e.g. ``"sar"``) instead pairs each image with ``<folder>/<modality>/images/<id>``
+    (SynthRS layout), in training and validation. ``val``: a labelled folder whose VOC07 mAP50 (EMA weights,
+    at most ``val_max_images`` images, 0 = all) is measured every ``val_every`` epochs and after the last."""
 
     data: str
     class_names: tuple[str, ...]
@@ -70,6 +82,10 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     reference: str | None = None
+    reference_modality: str | None = None
+    val: str | None = None
+    val_every: int = 1
+    val_max_images: int = 200
     resume: bool = False
     max_steps: int = 0
     grad_clip: float = 10.0
@@ -80,11 +96,14 @@ class TrainConfig:
         check_input_shape(self.imgsz, self.imgsz)
         if self.amp not in AMP_CHOICES:
             raise TrainConfigError(f"amp={self.amp!r}; choose one of {AMP_CHOICES}")
-        for name in ("batch", "epochs"):
+        for name in ("batch", "epochs", "val_every"):
             if getattr(self, name) < 1:
                 raise TrainConfigError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.class_names:
             raise TrainConfigError("class_names is empty; give the data set's class list")
+        if self.reference is not None and self.reference_modality is not None:
+            raise TrainConfigError(f"reference={self.reference!r} and reference_modality="
+                                   f"{self.reference_modality!r} both set; choose one")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -124,6 +143,7 @@ class Trainer:
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.run_dir = Path(config.out)
         self.dataset = self._dataset()
+        self.val_labels, self.val_reference = self._val_set()
         self.steps_per_epoch = len(self.dataset) // config.batch
         self.model = build_model(config.model, len(config.class_names)).to(self.device)
         if self.device.type == "cuda":
@@ -142,13 +162,38 @@ class Trainer:
     def _dataset(self) -> OrientedDetectionDataset:
         cfg = self.config
         augment = default_train_augmentation(cfg.imgsz) if cfg.augment else None
-        dataset = OrientedDetectionDataset.from_dota_dir(
-            cfg.data, cfg.class_names, image_shape=cfg.imgsz, augment=augment, reference=cfg.reference,
+        labels = load_labelled_dir(cfg.data)
+        reference = cfg.reference
+        if cfg.reference_modality:
+            reference = modality_references(cfg.data, cfg.reference_modality, labels)
+        dataset = OrientedDetectionDataset(
+            labels, cfg.class_names, image_shape=cfg.imgsz, augment=augment, reference=reference,
             seed=cfg.seed, unknown_classes="drop")
         if len(dataset) < cfg.batch:
             raise TrainConfigError(
                 f"{cfg.data} holds {len(dataset)} images, fewer than batch={cfg.batch}; lower the batch size")
         return dataset
+
+    def _val_set(self) -> tuple[list, dict | None]:
+        cfg = self.config
+        if not cfg.val:
+            return [], None
+        labels = load_labelled_dir(cfg.val)
+        if cfg.val_max_images:
+            labels = labels[:cfg.val_max_images]
+        reference = modality_references(cfg.val, cfg.reference_modality, labels) if cfg.reference_modality else None
+        return labels, reference
+
+    def wants_validation(self, epoch: int, stopping: bool) -> bool:
+        """Whether epoch ``epoch`` (0-based) ends with a validation: every ``val_every``, and the last."""
+        last = stopping or epoch + 1 == self.config.epochs
+        return bool(self.val_labels) and (last or (epoch + 1) % self.config.val_every == 0)
+
+    def validate(self) -> DotaEvalResult:
+        """VOC07 mAP50 of the EMA weights on the validation set."""
+        cfg = self.config
+        return validate(self.ema.module, self.val_labels, cfg.class_names, imgsz=cfg.imgsz, batch=cfg.batch,
+                        conf=VAL_CONF, reference=self.val_reference, progress=cfg.progress)
 
     def loader(self, epoch: int) -> DataLoader:
         self.dataset.set_epoch(epoch)
@@ -220,6 +265,7 @@ class Trainer:
         write_safetensors(self.run_dir / "last.safetensors", tensors | optim, meta)
         save_weights(self.run_dir / "weights.safetensors", self.ema.module, self.meta())
         atomic_write_text(self.run_dir / "metrics.csv", metrics_csv(self.metrics))
+        plot_metrics(self.metrics, self.run_dir / "results.png")
 
     def load(self) -> None:
         tensors, meta = read_safetensors(self.run_dir / "last.safetensors")
@@ -240,7 +286,8 @@ class Trainer:
 
 def metrics_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, restval="", extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -265,11 +312,14 @@ def train(config: TrainConfig) -> Path:
         row = trainer.run_epoch(epoch)
         if not all(math.isfinite(row[k]) for k in ("loss", "cls", "box")):
             raise TrainConfigError(f"loss became non-finite in epoch {epoch + 1}: {row}; lower lr={config.lr}")
+        stopping = bool(config.max_steps and trainer.step >= config.max_steps)
+        if trainer.wants_validation(epoch, stopping):
+            row["mAP50"] = trainer.validate().mAP
         trainer.epoch = epoch + 1
         trainer.metrics.append(row)
         trainer.save()
         log.info("epoch %d/%d: %s", epoch + 1, config.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        if config.max_steps and trainer.step >= config.max_steps:
+        if stopping:
             break
     return trainer.run_dir

@@ -1,13 +1,17 @@
-"""The bridge from the PyTorch-free training data set (``cstf_edge.data.dataset``) to a torch DataLoader."""
+"""The bridge from the PyTorch-free training data set (``cstf_edge.data.dataset``) to a torch DataLoader,
+and where a run's data lives (:func:`resolve_data`: DOTA / HRSC2016 folders, train/val folders, TOML)."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.dataset import OrientedDetectionDataset, TrainingSample
+from cstf_edge.errors import DataError
 from cstf_edge.model.loss import Targets
 
 
@@ -59,3 +63,106 @@ def seed_worker(worker_id: int) -> None:
     """DataLoader worker init: samples draw from their own seeded generators (``dataset.rng_for``), so
     only numpy's global generator needs a fixed state for any stray use."""
     np.random.seed(torch.initial_seed() % 2**32)
+
+
+# ---------------------------------------------------------------------------------------- data layouts
+
+HRSC_DIRS = ("AllImages", "Annotations")
+DOTA_DIRS = ("images", "labelTxt")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a run's data lives: a training folder, an optional validation folder, and the class list
+    when the data names one (a TOML file's ``classes``, or ``("ship",)`` for HRSC2016)."""
+
+    train: Path
+    val: Path | None = None
+    class_names: tuple[str, ...] | None = None
+
+
+def data_layout(root: Path) -> str | None:
+    """``"dota"`` (``images/`` + ``labelTxt/``), ``"hrsc"`` (``AllImages/`` + ``Annotations/``) or None."""
+    if all((root / name).is_dir() for name in DOTA_DIRS):
+        return "dota"
+    if all((root / name).is_dir() for name in HRSC_DIRS):
+        return "hrsc"
+    return None
+
+
+def resolve_data(data, val=None) -> DataSpec:
+    """The :class:`DataSpec` of ``data``: a labelled folder (DOTA or HRSC2016 layout), a folder holding
+    ``train/`` (and ``val/``) in such a layout, or a TOML file ``train = "..."``, ``val = "..."``,
+    ``classes = [...]`` (paths relative to the file). ``val`` overrides the validation folder."""
+    path = Path(data)
+    if path.is_file() and path.suffix.lower() == ".toml":
+        spec = _spec_from_toml(path)
+    elif data_layout(path):
+        spec = DataSpec(path)
+    elif path.is_dir() and data_layout(path / "train"):
+        spec = DataSpec(path / "train", path / "val" if data_layout(path / "val") else None)
+    else:
+        raise DataError(
+            f"{path}: not a data set; expected a folder with images/ + labelTxt/ (DOTA), AllImages/ + "
+            "Annotations/ (HRSC2016), a folder with train/ (and val/) in one of those layouts, or a .toml file")
+    if val is not None:
+        spec = DataSpec(spec.train, Path(val), spec.class_names)
+    if spec.class_names is None and data_layout(spec.train) == "hrsc":
+        spec = DataSpec(spec.train, spec.val, ("ship",))
+    for folder in (spec.train, spec.val):
+        if folder is not None and not data_layout(folder):
+            raise DataError(f"{folder}: expected images/ + labelTxt/ (DOTA) or AllImages/ + Annotations/ (HRSC2016)")
+    return spec
+
+
+def _spec_from_toml(path: Path) -> DataSpec:
+    import tomllib
+
+    try:
+        table = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid TOML ({exc})") from None
+    if not isinstance(table.get("train"), str):
+        raise DataError(f'{path}: needs train = "<folder>" (and optionally val = "<folder>", classes = [...])')
+    classes = table.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise DataError(f'{path}: classes must be a list of names, e.g. classes = ["plane", "ship"]')
+    val = table.get("val")
+    return DataSpec(path.parent / table["train"], None if val is None else path.parent / val,
+                    tuple(classes) if classes else None)
+
+
+def load_labelled_dir(root) -> list[ImageLabels]:
+    """Labels (with ``image_path``) of every image of a DOTA- or HRSC2016-layout folder, sorted by id;
+    HRSC2016 objects are read class-agnostically (``ship``)."""
+    from cstf_edge.data.dota import load_dota_dir
+    from cstf_edge.data.hrsc import read_hrsc_xml
+
+    root = Path(root)
+    layout = data_layout(root)
+    if layout == "hrsc":
+        labels = [read_hrsc_xml(xml) for xml in sorted((root / "Annotations").glob("*.xml"))]
+    elif layout == "dota":
+        labels = load_dota_dir(root)
+    else:
+        raise DataError(f"{root}: expected images/ + labelTxt/ (DOTA) or AllImages/ + Annotations/ (HRSC2016)")
+    labels = sorted((item for item in labels if item.image_path is not None), key=lambda item: item.image_id)
+    if not labels:
+        raise DataError(f"{root}: no labelled images found (looked in {root / DOTA_DIRS[0]} or {root / HRSC_DIRS[0]})")
+    return labels
+
+
+def modality_references(root, modality: str, labels: list[ImageLabels]) -> dict[str, Path]:
+    """``image_id -> path`` of the co-registered ``modality`` images of a SynthRS-layout folder
+    (``root/<modality>/images``, same ids as ``root/images``); every image of ``labels`` must have one."""
+    from cstf_edge.data.dota import find_images
+
+    folder = Path(root) / modality / "images"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder; --reference-modality {modality} needs the {modality} images "
+                        f"there (e.g. cstf-edge synth OUT --modalities optical,{modality})")
+    found = find_images(folder)
+    missing = [item.image_id for item in labels if item.image_id not in found]
+    if missing:
+        raise DataError(f"{folder}: no {modality} image for {len(missing)} image(s) (first: {missing[:3]})")
+    return {item.image_id: found[item.image_id] for item in labels}
