@@ -25,8 +25,9 @@ from cstf_edge.data.task1 import Task1Detections, write_task1_dir
 from cstf_edge.errors import EvaluationError
 from cstf_edge.eval import DotaEvalResult, evaluate_dota_arrays
 from cstf_edge.geometry import rbox_to_poly
+from cstf_edge.geometry.nms import class_aware_nms
 from cstf_edge.model.detector import CSTFDetector
-from cstf_edge.model.predict import Detections, class_aware_nms, predict
+from cstf_edge.model.predict import Detections, predict
 
 log = logging.getLogger(__name__)
 
