@@ -22,16 +22,42 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+def os_reason(exc: OSError) -> str:
+    """The operating system's reason for ``exc`` and the path it concerns: ``"Not a directory: out/x"``."""
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {exc.filename}" if exc.filename is not None else reason
+
+
+def _open_temporary(path: Path) -> tuple[int, str]:
+    """Create ``path``'s folder and a temporary file in it; an OS failure is a ``DataError``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot create a file in {path.parent} ({os_reason(exc)}); "
+            "every parent must be a writable folder, not a file"
+        ) from exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    An OS failure (a parent that is a file, no permission, disk full) is a ``DataError`` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _open_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the mode a plain open() would
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(
+            f"{path}: cannot write this file ({os_reason(exc)}); check free space, permissions and that "
+            "the path is not a folder"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -72,7 +98,10 @@ def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.nda
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read this image ({os_reason(exc)}); check its permissions") from exc
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise DataError(f"{path}: not a readable image (empty, truncated or unsupported format)")

@@ -115,3 +115,17 @@ def test_bad_shapes_are_rejected():
         poly_to_rbox(np.zeros((3, 6)))
     with pytest.raises(ValueError, match=r"\[\.\.\., 5\]"):
         rbox_to_poly(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("boxes, shown", [([0, 0, -30, 20, 0.3], "-30.0"),
+                                          ([[1, 1, 2, 1, 0], [0, 0, 30, np.nan, 0.3]], "index [1]"),
+                                          ([[0, 0, np.inf, 2, 0]], "inf"),
+                                          ([[[1, 1, 2, 1, 0], [0, 0, 3, -1, 0]]], "index [0, 1]")])
+def test_canonicalize_rejects_negative_or_non_finite_sizes(boxes, shown):
+    with pytest.raises(ValueError, match="negative or non-finite") as info:
+        canonicalize_rboxes(boxes)
+    assert shown in str(info.value)
+
+
+def test_canonicalize_keeps_zero_sizes():
+    np.testing.assert_array_equal(canonicalize_rboxes([0, 0, 0, 0, 0]), [0, 0, 0, 0, 0])

@@ -13,6 +13,7 @@ from cstf_edge.data.dota import (
     DOTA_V1_0_CLASSES,
     DOTA_V1_5_CLASSES,
     DOTA_V2_0_CLASSES,
+    find_images,
     load_dota_dir,
     read_dota_labels,
     write_dota_labels,
@@ -52,6 +53,8 @@ def test_reads_header_crlf_integers_and_optional_difficult(tmp_path):
         ("1 2 3 4 5 6 7 x plane 0", "not a number"),
         ("1 2 3 4 5 6 7 nan plane 0", "not finite"),
         ("1 2 3 4 5 6 7 inf plane 0", "not finite"),
+        ("1 2 3 4 5 6 7 1_0 plane 0", "not a plain number"),
+        ("1 2 3 4 5 6 7 \uff18 plane 0", "not a plain number"),
         ("1 2 3 4 5 6 7 8 plane 3", "difficult"),
         ("1 2 3 4 5 6 7 8 small_vehicle 0", "not one of"),
         ("1 2 3 4 5 6 7 8 plane 0 extra", "fields"),
@@ -131,3 +134,14 @@ def test_load_dota_dir_pairs_images_and_reports_orphans(tmp_path, shared_data, c
     assert "B" in caplog.text and "no image" in caplog.text
     with pytest.raises(DataError, match="DOTA-layout"):
         load_dota_dir(tmp_path / "nothing")
+
+
+def test_file_system_errors_are_data_errors_naming_the_path(tmp_path):
+    folder = tmp_path / "P0001.txt"
+    folder.mkdir()
+    with pytest.raises(DataError, match="P0001.txt: cannot read"):
+        read_dota_labels(folder)
+    not_a_folder = tmp_path / "images"
+    not_a_folder.write_text("")
+    with pytest.raises(DataError, match=f"{not_a_folder}: cannot list"):
+        find_images(not_a_folder)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -146,3 +147,56 @@ def test_cli_table_and_bad_input(shared_fixtures, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "small-vehicle" in out and "mAP" in out
     assert main(["eval-dota", "--results", str(tmp_path / "none"), "--labels", str(root / "labelTxt")]) == 2
+
+
+def test_empty_image_set_raises_and_suggests_labeltxt(tmp_path):
+    root = tmp_path / "DOTA"
+    (root / "labelTxt").mkdir(parents=True)
+    (root / "labelTxt" / "P0001.txt").write_text("1 1 5 1 5 5 1 5 car 0\n")
+    with pytest.raises(EvaluationError, match=f"did you mean {root / 'labelTxt'}"):
+        evaluate_dota({}, root)
+    empty_set = tmp_path / "set.txt"
+    empty_set.write_text("\n")
+    with pytest.raises(EvaluationError, match="no images to evaluate"):
+        evaluate_dota({}, root / "labelTxt", empty_set)
+    with pytest.raises(EvaluationError, match="ground truth is empty"):
+        evaluate_dota_arrays({}, [])
+
+
+def test_detections_of_any_class_must_be_on_evaluated_images():
+    good = Task1Detections(["img"] * 3, [0.9, 0.8, 0.7], rbox_to_poly(BOXES))
+    stray = Task1Detections(["elsewhere"], [0.9], rbox_to_poly(BOXES[:1]))
+    with pytest.raises(EvaluationError, match="truck.*elsewhere"):
+        evaluate_dota_arrays({"car": good, "truck": stray}, labels())
+
+
+def test_unevaluated_result_class_is_a_warning(caplog):
+    dets = Task1Detections(["img"] * 3, [0.9, 0.8, 0.7], rbox_to_poly(BOXES))
+    with caplog.at_level(logging.WARNING, logger="cstf_edge.eval.dota_map"):
+        result = evaluate_dota_arrays({"car": dets, "truck": dets}, labels())
+    assert result.per_class_ap == {"car": pytest.approx(1.0)}
+    assert any(r.levelno == logging.WARNING and "truck" in r.getMessage() for r in caplog.records)
+
+
+def test_no_result_class_matching_the_ground_truth_raises(tmp_path):
+    dets = Task1Detections(["img"] * 3, [0.9, 0.8, 0.7], rbox_to_poly(BOXES))
+    with pytest.raises(EvaluationError, match=r"\['Car'\].*\['car'\]"):
+        evaluate_dota_arrays({"Car": dets}, labels())
+    assert evaluate_dota_arrays({"Car": Task1Detections.empty()}, labels()).mAP == 0.0  # nothing to mismatch
+
+
+def test_hrsc_labels_fed_back_score_one_through_the_cli(shared_data, tmp_path, capsys):
+    from cstf_edge.cli import main
+    from cstf_edge.data.hrsc import load_hrsc_ground_truth
+    from cstf_edge.data.task1 import labels_as_detections, write_task1_dir
+
+    annotations = shared_data / "hrsc2016" / "FullDataSet" / "Annotations"
+    truth = load_hrsc_ground_truth(annotations)
+    assert [item.image_id for item in truth] == sorted(p.stem for p in annotations.glob("*.xml"))
+    write_task1_dir(tmp_path, labels_as_detections(truth))
+    args = ["eval-dota", "--results", str(tmp_path), "--labels", str(annotations), "--json"]
+    assert main(args + ["--labels-format", "hrsc"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["mAP"] == pytest.approx(1.0) and list(printed["per_class_ap"]) == ["ship"]
+    assert printed["num_ground_truth"] == sum(len(item) for item in truth)
+    assert main(args) == 2  # read as DOTA labelTxt, the folder holds no .txt file

@@ -1,12 +1,14 @@
 """HRSC2016 XML reading, and a check of the angle mapping against the XML's own bow point and HBB."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from shapely.geometry import Point, Polygon
 
-from cstf_edge.data.hrsc import hrsc_header_points, read_hrsc_xml
-from cstf_edge.errors import LabelFormatError
+from cstf_edge.data.hrsc import hrsc_header_points, load_hrsc_ground_truth, read_hrsc_xml
+from cstf_edge.errors import DataError, LabelFormatError
 from cstf_edge.geometry import poly_to_hbb, rbox_to_poly
 
 XMLS = ("hrsc2016/FullDataSet/Annotations/100000002.xml", "hrsc2016/annotation_only/100000006.xml")
@@ -70,3 +72,46 @@ def test_bad_xml_raises_label_format_error(tmp_path, text, reason):
         read_hrsc_xml(path)
     with pytest.raises(ValueError, match="class_level"):
         read_hrsc_xml(path, class_level="category")
+
+
+def _two_objects(w: str, h: str = "20") -> str:
+    first = _MINIMAL.format(w=40, ang=0.1).split("<HRSC_Objects>")[1].split("</HRSC_Objects>")[0]
+    second = first.replace("<mbox_w>40</mbox_w>", f"<mbox_w>{w}</mbox_w>").replace(
+        "<mbox_h>20</mbox_h>", f"<mbox_h>{h}</mbox_h>")
+    return f"<HRSC_Image><Img_ID>7</Img_ID><HRSC_Objects>{first}{second}</HRSC_Objects></HRSC_Image>"
+
+
+@pytest.mark.parametrize("w, h, reason", [("-30", "20", "positive"), ("0", "20", "positive"),
+                                          ("40", "-5", "positive"), ("inf", "20", "not finite"),
+                                          ("40", "", "no <mbox_h>")])
+def test_bad_object_is_named_by_index_and_raises_or_warns(tmp_path, caplog, w, h, reason):
+    path = tmp_path / "7.xml"
+    path.write_text(_two_objects(w, h))
+    with pytest.raises(LabelFormatError, match=f"object 1 .*{reason}") as info:
+        read_hrsc_xml(path)
+    assert str(path) in str(info.value)
+    with caplog.at_level(logging.WARNING):
+        labels = read_hrsc_xml(path, on_error="warn")
+    assert len(labels) == 1 and labels.rboxes()[0][2] == pytest.approx(40)
+    assert str(path) in caplog.text and "object 1" in caplog.text
+    assert hrsc_header_points(labels).shape == (1, 2)
+    with pytest.raises(ValueError, match="on_error"):
+        read_hrsc_xml(path, on_error="ignore")
+
+
+def test_load_ground_truth_uses_file_stems_and_image_sets(tmp_path):
+    folder = tmp_path / "Annotations"
+    folder.mkdir()
+    (folder / "100000001.xml").write_text(_MINIMAL.format(w=40, ang=0.0))  # Img_ID 7 inside
+    (folder / "100000002.xml").write_text(_MINIMAL.format(w=30, ang=0.0))
+    truth = load_hrsc_ground_truth(folder)
+    assert [item.image_id for item in truth] == ["100000001", "100000002"] and truth[0].classes == ["ship"]
+    imageset = tmp_path / "test.txt"
+    imageset.write_text("100000002\n")
+    assert [item.image_id for item in load_hrsc_ground_truth(folder, imageset)] == ["100000002"]
+    assert load_hrsc_ground_truth(folder, class_level="class_id")[0].classes == ["100000005"]
+    imageset.write_text("100000009\n")
+    with pytest.raises(DataError, match="100000009.xml"):
+        load_hrsc_ground_truth(folder, imageset)
+    with pytest.raises(DataError, match=f"did you mean {folder}"):
+        load_hrsc_ground_truth(tmp_path)

@@ -43,3 +43,32 @@ def test_unreadable_images_name_the_file(tmp_path, content):
         read_image(path)
     with pytest.raises(DataError, match="no such image"):
         read_image(tmp_path / "missing.png")
+
+
+def test_write_under_a_file_is_a_data_error_naming_the_path(tmp_path):
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    target = blocker / "labelTxt" / "a.txt"
+    with pytest.raises(DataError, match=f"{target}: cannot create a file") as info:
+        atomic_write_text(target, "x")
+    assert "Not a directory" in str(info.value) or "File exists" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_write_onto_a_folder_is_a_data_error_and_leaves_no_temporary(tmp_path):
+    (tmp_path / "a.png").mkdir()
+    with pytest.raises(DataError, match="a.png: cannot write this file"):
+        atomic_write_bytes(tmp_path / "a.png", b"data")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_unreadable_image_is_a_data_error(tmp_path, monkeypatch):
+    path = tmp_path / "x.png"
+    path.write_bytes(b"\x89PNG")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "fromfile", refuse)
+    with pytest.raises(DataError, match="x.png: cannot read this image.*Permission denied"):
+        read_image(path)

@@ -140,3 +140,32 @@ def test_nearly_shared_edges_are_exact_and_symmetric(box_a, box_b):
     expected = shapely_iou(a[0], b[0])
     assert polygon_iou_pairs(a, b)[0] == pytest.approx(expected, abs=1e-9)
     assert polygon_iou_pairs(b, a)[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_matrix_in_row_chunks_equals_the_unchunked_matrix(monkeypatch):
+    rng = np.random.default_rng(3)
+
+    def random_polys(n):
+        return rbox_to_poly(np.column_stack([rng.uniform(0, 60, (n, 2)), rng.uniform(5, 30, (n, 2)),
+                                             rng.uniform(-2, 2, n)]))
+
+    a, b = random_polys(23), random_polys(17)
+    whole = polygon_iou_matrix(a, b)
+    assert (whole > 0).sum() > 20
+    for chunk_pairs in (1, 17, 40, 10**9):
+        np.testing.assert_array_equal(polygon_iou_matrix(a, b, chunk_pairs=chunk_pairs), whole)
+    assert polygon_iou_matrix(a, b[:0], chunk_pairs=5).shape == (23, 0)
+    assert polygon_iou_matrix(a[:0], b).shape == (0, 17)
+    with pytest.raises(ValueError, match="chunk_pairs"):
+        polygon_iou_matrix(a, b, chunk_pairs=0)
+    from cstf_edge.geometry import iou
+
+    sizes, pairs = [], iou.polygon_iou_pairs
+
+    def counting_pairs(x, y):
+        sizes.append(np.broadcast(x, y).size // 8)  # pairs of [4, 2] polygons in this call
+        return pairs(x, y)
+
+    monkeypatch.setattr(iou, "polygon_iou_pairs", counting_pairs)
+    np.testing.assert_array_equal(polygon_iou_matrix(a, b, chunk_pairs=40), whole)
+    assert sizes == [34] * 11 + [17]  # 2 rows of 17 per call

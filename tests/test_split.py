@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from cstf_edge.data.split import (
     split_image,
     window_origins,
 )
-from cstf_edge.errors import DataError
+from cstf_edge.errors import CstfError, DataError
 
 PATCH = "P1478__1__853___962"
 
@@ -169,6 +170,41 @@ def test_split_dataset_and_cli(tmp_path, capsys):
     assert args.run(args) == 0
     assert "split 1 images" in capsys.readouterr().out
     assert len(list((tmp_path / "cli" / "labelTxt").glob("S__1__*.txt"))) == 15  # lefts 0..1236 + 1488, ups 0, 412, 512
-    with pytest.raises(SystemExit):
+    with pytest.raises(CstfError, match="--subsize > --gap >= 0"):
         bad = parser.parse_args(["split", str(src), str(tmp_path / "x"), "--gap", "1024"])
         bad.run(bad)
+
+
+@pytest.mark.parametrize("options, reason", [(["--thresh", "0"], "thresh"), (["--thresh", "1.5"], "thresh"),
+                                             (["--gap", "-1"], "gap"), (["--subsize", "100", "--gap", "100"], "gap"),
+                                             (["--rates", "0"], "rates")])
+def test_cli_rejects_bad_options_in_one_line(tmp_path, caplog, options, reason):
+    from cstf_edge.cli import main
+
+    assert main(["split", str(tmp_path), str(tmp_path / "dst"), *options]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and reason in errors[0] and "\n" not in errors[0]
+    assert not (tmp_path / "dst").exists()
+
+
+def test_cli_help_shows_one_percent_sign(capsys):
+    from cstf_edge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["split", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "70% or less" in out and "%%" not in out
+
+
+def test_cli_warns_when_dst_already_holds_patches(tmp_path, caplog):
+    src = tmp_path / "src"
+    write_image(src / "images" / "S.png", np.zeros((64, 64), np.uint8))
+    write_dota_labels(src / "labelTxt" / "S.txt", ImageLabels.empty("S"))
+    parser = argparse.ArgumentParser(prog="cstf-edge")
+    split_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["split", str(src), str(tmp_path / "dst"), "--subsize", "64", "--gap", "0"])
+    with caplog.at_level(logging.WARNING):
+        assert args.run(args) == 0
+        assert "already holds patches" not in caplog.text
+        assert args.run(args) == 0
+    assert "already holds patches" in caplog.text and str(tmp_path / "dst") in caplog.text

@@ -27,11 +27,14 @@ def test_parse_keeps_file_order_and_values():
 @pytest.mark.parametrize(
     "bad_line, expected",
     [("P1 0.5 1 2 3 4 5 6 7", "10 fields"), ("P1 0.5 1 2 3 4 5 6 7 8 9", "10 fields"),
-     ("P1 high 1 2 3 4 5 6 7 8", "numbers"), ("P1 0.5 1 2 3 4 5 6 7 x8", "numbers")],
+     ("P1 high 1 2 3 4 5 6 7 8", "number"), ("P1 0.5 1 2 3 4 5 6 7 x8", "number"),
+     ("P1 nan 1 2 3 4 5 6 7 8", "not finite"), ("P1 0.5 1 2 3 4 5 6 7 inf", "not finite"),
+     ("P1 0.5 1 2 3 4 5 6 7 -Infinity", "not finite"), ("P1 0.5 1 2 3 4 5 6 7 1e999", "not finite"),
+     ("P1 0.5 1_0 2 3 4 5 6 7 8", "not a plain number"), ("P1 0.5 1 2 3 4 5 6 7 \uff18", "not a plain number")],
 )
 def test_malformed_line_names_file_and_line(tmp_path, bad_line, expected):
     path = tmp_path / "Task1_plane.txt"
-    path.write_text("P0 0.1 1 2 3 4 5 6 7 8\n" + bad_line + "\nP0 0.2 1 2 3 4 5 6 7 8\n")
+    path.write_text("P0 0.1 1 2 3 4 5 6 7 8\n" + bad_line + "\nP0 0.2 1 2 3 4 5 6 7 8\n", encoding="utf-8")
     with pytest.raises(LabelFormatError, match=expected) as info:
         read_task1_file(path)
     assert info.value.path == str(path) and info.value.line == 2
@@ -72,3 +75,9 @@ def test_reads_the_real_result_files(shared_data):
     assert dets["ship"].image_ids[0] == first[0]
     assert dets["ship"].scores[0] == float(first[1])
     np.testing.assert_array_equal(dets["ship"].polygons[0].reshape(-1), [float(v) for v in first[2:]])
+
+
+def test_exponents_and_long_numbers_still_parse():
+    dets = parse_task1_text("P_1 1e-05 1234.5678 +2 3. .5 5E2 6 7 8\n")
+    assert dets.image_ids == ["P_1"] and dets.scores.tolist() == [1e-05]
+    np.testing.assert_array_equal(dets.polygons.reshape(-1), [1234.5678, 2, 3, 0.5, 500, 6, 7, 8])

@@ -61,3 +61,21 @@ def test_dota8_agrees_with_dota_names_of_devkit_labels(shared_data):
 def test_missing_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no such directory"):
         load_yolo_obb_dir(tmp_path / "images", tmp_path / "labels", DOTA8_CLASSES)
+
+
+@pytest.mark.parametrize("line", ["0 512 100 600 100 600 140 512 140", "0 0.1 0.1 0.2 0.1 0.2 1.6 0.1 0.2",
+                                  "0 -0.6 0.1 0.2 0.1 0.2 0.2 0.1 0.2"])
+def test_pixel_coordinates_are_reported(tmp_path, caplog, line):
+    path = tmp_path / "c.txt"
+    path.write_text(f"0 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n{line}\n")
+    with pytest.raises(LabelFormatError, match="look like pixels.*normalised") as info:
+        read_yolo_obb_labels(path, (1024, 1024), DOTA8_CLASSES)
+    assert info.value.line == 2 and info.value.path == str(path)
+    assert len(read_yolo_obb_labels(path, (1024, 1024), DOTA8_CLASSES, on_error="warn")) == 1
+    assert f"{path}:2" in caplog.text
+
+
+def test_corners_just_past_the_border_are_kept(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_text("0 -0.072 0.1 1.057 0.1 1.057 0.2 -0.072 0.2\n")
+    assert len(read_yolo_obb_labels(path, (100, 100), DOTA8_CLASSES)) == 1

@@ -6,7 +6,7 @@ import json
 
 from cstf_edge.data.task1 import labels_as_detections
 from cstf_edge.errors import EvaluationError
-from cstf_edge.eval.dota_map import METRICS, DotaEvalResult, evaluate_dota, load_ground_truth
+from cstf_edge.eval.dota_map import LABEL_FORMATS, METRICS, DotaEvalResult, evaluate_dota, load_ground_truth
 
 _EXAMPLES = """examples:
   cstf-edge eval-dota --results out/task1 --labels DOTA/val/labelTxt
@@ -19,8 +19,10 @@ _EXAMPLES = """examples:
       score one annotation against another: every labelled object is a detection of score 1.0
       (a data set scored against itself gives mAP 1.0)
 
+  cstf-edge eval-dota --results out/task1 --labels HRSC2016/FullDataSet/Annotations --labels-format hrsc
+      HRSC2016 mAP (class 'ship', Task1_ship.txt) through the same scoring code
+
 Result lines: image_id score x1 y1 x2 y2 x3 y3 x4 y4. A detection's image must have a label file.
-HRSC2016 in DOTA layout (class 'ship') is evaluated the same way.
 """
 
 
@@ -37,7 +39,11 @@ def register(subparsers) -> None:
     parser.add_argument("--results-format", choices=("task1", "labels"), default="task1",
                         help="task1: Task1_<class>.txt files (default); labels: DOTA label files "
                         "<image_id>.txt, each object a detection of score 1.0")
-    parser.add_argument("--labels", required=True, help="folder of DOTA label files <image_id>.txt")
+    parser.add_argument("--labels", required=True,
+                        help="folder of DOTA label files <image_id>.txt (e.g. DOTA/val/labelTxt), or with "
+                        "--labels-format hrsc of HRSC2016 XML files (e.g. HRSC2016/FullDataSet/Annotations)")
+    parser.add_argument("--labels-format", choices=LABEL_FORMATS, default="dota",
+                        help="dota: labelTxt files (default); hrsc: HRSC2016 XML, every object class 'ship'")
     parser.add_argument("--imageset", help="file listing the image ids to evaluate (default: every label file)")
     parser.add_argument("--metric", choices=METRICS, default="voc07",
                         help="voc07: 11-point AP (DOTA/HRSC default); voc12: area under the curve")
@@ -65,6 +71,7 @@ def run(args) -> int:
     results = args.results
     if args.results_format == "labels":
         results = labels_as_detections(load_ground_truth(args.results))
-    result = evaluate_dota(results, args.labels, args.imageset, metric=args.metric, iou_threshold=args.iou)
+    result = evaluate_dota(results, args.labels, args.imageset, metric=args.metric, iou_threshold=args.iou,
+                           labels_format=args.labels_format)
     print(json.dumps(result.summary()) if args.json else format_table(result))
     return 0

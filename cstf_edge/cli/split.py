@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from cstf_edge.data.dota import IMAGE_SUFFIXES
+from cstf_edge.errors import CstfError
+
+log = logging.getLogger(__name__)
 
 _EXAMPLES = """examples:
   cstf-edge split DOTA/train DOTA/train_1024
@@ -21,7 +26,7 @@ def register(subparsers) -> None:
         "split",
         help="cut large images and their DOTA labels into overlapping patches",
         description="Split a DOTA-layout directory into patches (DOTA_devkit ImgSplit rules: last patch "
-        "snapped to the image edge, cut objects clipped, difficult=2 when 70%% or less is inside).",
+        "snapped to the image edge, cut objects clipped, difficult=2 when 70% or less is inside).",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,17 +44,32 @@ def register(subparsers) -> None:
                         help="keep float patch coordinates instead of the devkit's truncated integers")
     parser.add_argument("--on-error", choices=("raise", "warn"), default="raise",
                         help="malformed label lines: stop (default) or skip with a warning")
-    parser.set_defaults(run=run, _split_parser=parser)
+    parser.set_defaults(run=run)
+
+
+def check_args(args) -> None:
+    """Refuse option values the splitter cannot use, in one line (``CstfError``)."""
+    if not 0 <= args.gap < args.subsize:
+        raise CstfError(f"split: need --subsize > --gap >= 0, got --subsize {args.subsize} --gap {args.gap}")
+    if not 0 < args.thresh <= 1:
+        raise CstfError(f"split: --thresh is an inside fraction in (0, 1], got {args.thresh}")
+    if any(not rate > 0 for rate in args.rates):
+        raise CstfError(f"split: --rates must be positive, got {args.rates}")
+
+
+def warn_existing_patches(dst) -> None:
+    """Log a warning when ``dst/images`` already holds files (a rerun mixes old and new patches)."""
+    images = Path(dst) / "images"
+    if images.is_dir() and any(path.suffix.lower() in IMAGE_SUFFIXES for path in images.iterdir()):
+        log.warning("%s already holds patches; patches of the same name are replaced, others are kept "
+                    "(use an empty DST for a clean split)", images)
 
 
 def run(args) -> int:
-    parser = args._split_parser
-    if args.subsize <= 0 or not 0 <= args.gap < args.subsize:
-        parser.error(f"need --subsize > 0 and 0 <= --gap < --subsize (got {args.subsize}, {args.gap})")
-    if any(rate <= 0 for rate in args.rates):
-        parser.error(f"--rates must be positive (got {args.rates})")
+    check_args(args)
     from cstf_edge.data.split import split_dataset
 
+    warn_existing_patches(args.dst)
     summary = split_dataset(
         args.src, args.dst, subsize=args.subsize, gap=args.gap, rates=args.rates, thresh=args.thresh,
         ext=args.ext, pad=not args.no_pad, integer_coords=not args.float_coords, on_error=args.on_error,

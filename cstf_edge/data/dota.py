@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cstf_edge._io import atomic_write_text
+from cstf_edge._io import atomic_write_text, os_reason
 from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.classes import DOTA_V1_0_CLASSES, DOTA_V1_5_CLASSES, DOTA_V2_0_CLASSES
 from cstf_edge.errors import DataError, LabelFormatError
@@ -31,8 +31,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "find_images",
     "format_dota_line",
+    "imageset_label_files",
     "load_dota_dir",
+    "parse_number",
     "read_dota_labels",
+    "read_imageset",
     "report_bad_label_line",
     "write_dota_labels",
 ]
@@ -65,23 +68,44 @@ def read_label_lines(path) -> list[str]:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such label file") from None
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot read this label file ({os_reason(exc)}); pass a readable text file"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise LabelFormatError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from None
     return text.splitlines()
 
 
+def parse_number(token: str, what: str = "value") -> float:
+    """A finite float from a plain number token (digits, sign, point, exponent); ``nan``, ``inf``,
+    ``1_0`` and non-ASCII digits, which ``float`` accepts, raise ``ValueError`` naming the token."""
+    try:
+        value = float(token)
+    except ValueError:
+        raise ValueError(f"{what} {token!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {token!r} is not finite")
+    if "_" in token or not token.isascii():
+        raise ValueError(f"{what} {token!r} is not a plain number (write ASCII digits such as 12.5, no '_')")
+    return value
+
+
 def parse_coordinates(tokens: list[str]) -> np.ndarray:
-    """Finite floats from coordinate tokens; raises ``ValueError`` with a message naming the bad token."""
-    values = []
-    for token in tokens:
-        try:
-            value = float(token)
-        except ValueError:
-            raise ValueError(f"coordinate {token!r} is not a number") from None
-        if not math.isfinite(value):
-            raise ValueError(f"coordinate {token!r} is not finite")
-        values.append(value)
-    return np.asarray(values, dtype=np.float64)
+    """Finite floats from coordinate tokens, by ``parse_number``'s rules; raises ``ValueError`` with a
+    message naming the bad token.
+
+    A whole-line check first (``float`` of each, a finite sum, ASCII without ``_``): it passes only
+    lines whose every token ``parse_number`` accepts; any other line is decided token by token.
+    """
+    try:
+        values = [float(token) for token in tokens]
+        joined = "".join(tokens)
+        if math.isfinite(sum(values)) and joined.isascii() and "_" not in joined:
+            return np.asarray(values, dtype=np.float64)
+    except ValueError:
+        pass
+    return np.asarray([parse_number(token, "coordinate") for token in tokens], dtype=np.float64)
 
 
 def _parse_object_line(tokens: list[str], classes) -> tuple[np.ndarray, str, int]:
@@ -160,7 +184,13 @@ def write_dota_labels(path, labels: ImageLabels, *, header: bool = True) -> Path
 def find_images(folder) -> dict[str, Path]:
     """Image files of a folder (not recursive), keyed by stem; a stem found twice is a ``DataError``."""
     images: dict[str, Path] = {}
-    for entry in sorted(Path(folder).iterdir()):
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError as exc:
+        raise DataError(
+            f"{folder}: cannot list this image folder ({os_reason(exc)}); pass a readable folder"
+        ) from exc
+    for entry in entries:
         if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
             if entry.stem in images:
                 raise DataError(
@@ -169,6 +199,41 @@ def find_images(folder) -> dict[str, Path]:
                 )
             images[entry.stem] = entry
     return images
+
+
+def read_imageset(path) -> list[str]:
+    """Image ids of an image-set file, one a line (blank lines skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{path}: cannot read the image-set file ({exc}); pass a UTF-8 file of image ids, one a line"
+        ) from exc
+    return [line.strip() for line in lines if line.strip()]
+
+
+def imageset_label_files(labels_dir, suffix: str, imageset=None, *, subfolder: str) -> list[Path]:
+    """The label files ``<labels_dir>/<image_id><suffix>`` of the image set (default: every such file),
+    in image-set order. A missing folder or file, or an empty set, is a ``DataError``; for an empty set
+    the message asks whether ``labels_dir/subfolder`` (e.g. ``labelTxt``) was meant, when that exists."""
+    labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise DataError(f"{labels_dir}: no such label directory (expected <image_id>{suffix} files)")
+    if imageset is None:
+        image_ids = sorted(path.stem for path in labels_dir.glob(f"*{suffix}"))
+    else:
+        image_ids = read_imageset(imageset)
+    if not image_ids:
+        where = f"the image set {imageset}" if imageset is not None else f"{labels_dir} (no *{suffix} file)"
+        hint = labels_dir / subfolder
+        advice = f"did you mean {hint}?" if hint.is_dir() else f"pass the folder of <image_id>{suffix} files"
+        raise DataError(f"{labels_dir}: no images to evaluate in {where}; {advice}")
+    paths = [labels_dir / f"{image_id}{suffix}" for image_id in image_ids]
+    for image_id, path in zip(image_ids, paths):
+        if not path.is_file():
+            raise DataError(f"{path}: image {image_id} of the image set has no label file")
+    return paths
 
 
 def load_dota_dir(root, *, classes=None, on_error: str = "raise") -> list[ImageLabels]:

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cstf_edge._io import os_reason
 from cstf_edge.data.annotations import ImageLabels
+from cstf_edge.data.dota import check_on_error, imageset_label_files
 from cstf_edge.errors import DataError, LabelFormatError
 from cstf_edge.geometry import canonicalize_rboxes, rbox_to_poly
 
-__all__ = ["hrsc_header_points", "read_hrsc_xml"]
+__all__ = ["hrsc_header_points", "load_hrsc_ground_truth", "read_hrsc_xml"]
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +33,19 @@ CLASS_LEVELS = ("ship", "class_id")
 _MBOX_FIELDS = ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h", "mbox_ang")
 
 
-def _number(node: ET.Element, tag: str, path: Path, required: bool = True) -> float:
+def _number(node: ET.Element, tag: str, where: str, required: bool = True) -> float:
+    """The number in ``<tag>``; ``ValueError`` naming ``where`` (the object) when absent or not finite."""
     text = node.findtext(tag)
     if text is None or not text.strip():
         if required:
-            raise LabelFormatError(f"HRSC object has no <{tag}> value", str(path))
+            raise ValueError(f"{where} has no <{tag}> value")
         return math.nan
     try:
         value = float(text)
     except ValueError:
-        raise LabelFormatError(f"<{tag}> value {text.strip()!r} is not a number", str(path)) from None
+        raise ValueError(f"{where}: <{tag}> value {text.strip()!r} is not a number") from None
     if not math.isfinite(value):
-        raise LabelFormatError(f"<{tag}> value {text.strip()!r} is not finite", str(path))
+        raise ValueError(f"{where}: <{tag}> value {text.strip()!r} is not finite")
     return value
 
 
@@ -62,6 +65,8 @@ def _parse_root(path: Path) -> ET.Element:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
         raise DataError(f"{path}: no such HRSC2016 annotation file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read this annotation file ({os_reason(exc)})") from exc
     except ET.ParseError as exc:
         raise LabelFormatError(f"not well-formed XML ({exc})", str(path)) from None
     if root.tag != "HRSC_Image":
@@ -69,29 +74,46 @@ def _parse_root(path: Path) -> ET.Element:
     return root
 
 
-def read_hrsc_xml(path, *, class_level: str = "ship") -> ImageLabels:
+def _read_object(obj: ET.Element, index: int, class_level: str) -> tuple[list[float], str, int, list[float]]:
+    """Rotated box, class, difficult flag and bow point of the ``index``-th object (0-based);
+    ``ValueError`` naming the object for a missing, non-numeric or non-positive size."""
+    where = f"HRSC object {index} (0-based)"
+    rbox = [_number(obj, tag, where) for tag in _MBOX_FIELDS]
+    if not (rbox[2] > 0 and rbox[3] > 0):
+        raise ValueError(f"{where}: mbox_w {rbox[2]:g} and mbox_h {rbox[3]:g} must both be positive")
+    name = "ship"
+    if class_level == "class_id":
+        name = (obj.findtext("Class_ID") or "").strip()
+        if not name:
+            raise ValueError(f"{where} has no <Class_ID> (use class_level='ship')")
+    difficult = int(_number(obj, "difficult", where, required=False) == 1)
+    header = [_number(obj, "header_x", where, False), _number(obj, "header_y", where, False)]
+    return rbox, name, difficult, header
+
+
+def read_hrsc_xml(path, *, class_level: str = "ship", on_error: str = "raise") -> ImageLabels:
     """Read one HRSC2016 XML file into polygons in cstf-edge's convention.
 
     ``class_level="ship"`` names every object ``ship`` (the usual class-agnostic task);
     ``"class_id"`` uses the object's ``Class_ID`` text (e.g. ``100000013``).
-    ``meta`` holds ``width``, ``height`` and ``header_xy``.
+    ``meta`` holds ``width``, ``height`` and ``header_xy``. A malformed object (missing or non-finite
+    value, non-positive size) raises ``LabelFormatError`` naming the file and the object's index, or
+    with ``on_error="warn"`` is skipped with a warning saying the same.
     """
     if class_level not in CLASS_LEVELS:
         raise ValueError(f"class_level must be one of {CLASS_LEVELS}, got {class_level!r}")
+    check_on_error(on_error)
     path = Path(path)
     root = _parse_root(path)
-    rboxes, names, difficult, headers = [], [], [], []
-    for obj in root.iter("HRSC_Object"):
-        rboxes.append([_number(obj, tag, path) for tag in _MBOX_FIELDS])
-        if class_level == "ship":
-            names.append("ship")
-        else:
-            class_id = (obj.findtext("Class_ID") or "").strip()
-            if not class_id:
-                raise LabelFormatError("HRSC object has no <Class_ID> (use class_level='ship')", str(path))
-            names.append(class_id)
-        difficult.append(int(_number(obj, "difficult", path, required=False) == 1))
-        headers.append([_number(obj, "header_x", path, False), _number(obj, "header_y", path, False)])
+    objects = []
+    for index, obj in enumerate(root.iter("HRSC_Object")):
+        try:
+            objects.append(_read_object(obj, index, class_level))
+        except ValueError as exc:
+            if on_error == "raise":
+                raise LabelFormatError(str(exc), str(path)) from None
+            log.warning("%s: skipped: %s", path, exc)
+    rboxes, names, difficult, headers = (list(column) for column in (list(zip(*objects)) or [()] * 4))
     boxes = canonicalize_rboxes(np.asarray(rboxes, dtype=np.float64).reshape(-1, 5))
     meta = {
         "width": (root.findtext("Img_SizeWidth") or "").strip(),
@@ -100,6 +122,21 @@ def read_hrsc_xml(path, *, class_level: str = "ship") -> ImageLabels:
     }
     image_id = (root.findtext("Img_ID") or path.stem).strip()
     return ImageLabels(image_id, rbox_to_poly(boxes), names, difficult, _image_path(root, path), meta)
+
+
+def load_hrsc_ground_truth(
+    annotations_dir, imageset=None, *, class_level: str = "ship", on_error: str = "raise"
+) -> list[ImageLabels]:
+    """HRSC2016 labels of the image set (default: every ``<annotations_dir>/*.xml``), for evaluation:
+    one ``ImageLabels`` per file read by ``read_hrsc_xml``, ``image_id`` the file stem (as result
+    files name images). A missing folder or file, or an empty set, is a ``DataError``."""
+    paths = imageset_label_files(annotations_dir, ".xml", imageset, subfolder="Annotations")
+    labels = []
+    for path in paths:
+        item = read_hrsc_xml(path, class_level=class_level, on_error=on_error)
+        item.image_id = path.stem
+        labels.append(item)
+    return labels
 
 
 def hrsc_header_points(labels: ImageLabels) -> np.ndarray:

@@ -37,6 +37,7 @@ from cstf_edge._io import read_image, write_image
 from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.dota import IMAGE_SUFFIXES, load_dota_dir, write_dota_labels
 from cstf_edge.errors import DataError
+from cstf_edge.geometry import polygon_area
 
 __all__ = [
     "SplitSummary",
@@ -125,11 +126,6 @@ def patch_to_image(polys, patch_name: str) -> np.ndarray:
     return ((points + np.array([left, up], dtype=np.float64)) / rate).reshape(arr.shape)
 
 
-def _shoelace_area(polys: np.ndarray) -> np.ndarray:
-    x, y = polys[..., 0], polys[..., 1]
-    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1))
-
-
 def _quad_from_pentagon(points: np.ndarray) -> np.ndarray:
     """Merge the two ends of the shortest edge (first one on ties) into their midpoint."""
     edges = np.linalg.norm(np.roll(points, -1, axis=0) - points, axis=1)
@@ -172,7 +168,7 @@ def clip_labels_to_window(labels: ImageLabels, window, subsize: int, *, thresh: 
     coordinates, by the rules of the module docstring; object order is kept."""
     win = _Window(*(int(v) for v in window))
     polys = labels.polygons
-    area = _shoelace_area(polys)
+    area = np.abs(polygon_area(polys))
     lo, hi = polys.min(axis=1), polys.max(axis=1)
     inside = (lo[:, 0] >= win.left) & (lo[:, 1] >= win.up) & (hi[:, 0] <= win.right) & (hi[:, 1] <= win.down)
     overlaps = (lo[:, 0] < win.right) & (hi[:, 0] > win.left) & (lo[:, 1] < win.down) & (hi[:, 1] > win.up)

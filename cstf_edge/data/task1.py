@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cstf_edge._io import atomic_write_text
+from cstf_edge.data.dota import parse_number
 from cstf_edge.errors import DataError, LabelFormatError
 from cstf_edge.geometry import as_polygons
 
@@ -81,10 +82,10 @@ def _find_bad_line(path: Path, text: str) -> LabelFormatError:
                 str(path), number,
             )
         try:
-            [float(token) for token in tokens[1:]]
-        except ValueError:
+            [parse_number(token, "score or coordinate") for token in tokens[1:]]
+        except ValueError as exc:
             return LabelFormatError(
-                f"score and coordinates must be numbers, got {' '.join(tokens[1:])!r}", str(path), number
+                f"{exc}; 'image_id score x1 y1 ... x4 y4' wants finite plain numbers", str(path), number
             )
     return LabelFormatError("unreadable Task1 file", str(path))
 
@@ -177,11 +178,14 @@ def _plain_decimals(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[
 
 
 def _parse_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
-    """``float`` of every token, or None if one is not a number."""
+    """``float`` of every token, or None if one is not a finite plain number (``parse_number``)."""
     values, plain = _plain_decimals(data, starts, ends)
     others = np.flatnonzero(~plain)
     try:
-        values[others] = [float(data[a:b]) for a, b in zip(starts[others].tolist(), ends[others].tolist())]
+        values[others] = [
+            parse_number(data[a:b].decode("utf-8", "surrogatepass"))
+            for a, b in zip(starts[others].tolist(), ends[others].tolist())
+        ]
     except ValueError:
         return None
     return values
@@ -192,7 +196,8 @@ def parse_task1_text(text: str, path: str | os.PathLike = "<text>") -> Task1Dete
     ``LabelFormatError`` naming ``path`` and the line number).
 
     Vectorised over the bytes of the whole text: tokens from the separators, 10 tokens a line checked
-    at once, numbers through an exact fast path for plain decimals (``float`` for any other token).
+    at once, numbers through an exact fast path for plain decimals (``parse_number`` for any other
+    token, which refuses ``nan``, ``inf`` and ``1_0`` as the label readers do).
     """
     path = Path(path)
     data, buf = _checked_bytes(text, path)

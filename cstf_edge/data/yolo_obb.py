@@ -1,5 +1,6 @@
 """Ultralytics YOLO-OBB labels: one object per line, ``class_id x1 y1 x2 y2 x3 y3 x4 y4`` with corners
-normalised by the image width (x) and height (y). The format has no difficult flag (read as 0).
+normalised by the image width (x) and height (y). The format has no difficult flag (read as 0). A line
+with a corner value outside ``NORMALISED_RANGE`` (pixel coordinates by mistake) is a malformed line.
 
 ``DOTA8_CLASSES`` is the class-id order of Ultralytics' DOTA8 / DOTA-v1 data, with DOTA's hyphenated names.
 """
@@ -26,6 +27,10 @@ __all__ = ["DOTA8_CLASSES", "load_yolo_obb_dir", "read_yolo_obb_labels"]
 
 log = logging.getLogger(__name__)
 
+# Normalised corners of objects cut by the image border run a little outside [0, 1] (DOTA8: -0.072 ..
+# 1.057); beyond this range a value is taken for a pixel coordinate.
+NORMALISED_RANGE = (-0.5, 1.5)
+
 
 def _parse_yolo_line(tokens: list[str], class_names) -> tuple[np.ndarray, str]:
     if len(tokens) != 9:
@@ -35,7 +40,13 @@ def _parse_yolo_line(tokens: list[str], class_names) -> tuple[np.ndarray, str]:
             f"class id {tokens[0]!r} is not an integer in [0, {len(class_names) - 1}] "
             f"(the {len(class_names)} class names given)"
         )
-    return parse_coordinates(tokens[1:]), class_names[int(tokens[0])]
+    coords = parse_coordinates(tokens[1:])
+    if coords.min() < NORMALISED_RANGE[0] or coords.max() > NORMALISED_RANGE[1]:
+        raise ValueError(
+            f"corner values {coords.min():g} .. {coords.max():g} lie outside {list(NORMALISED_RANGE)}: they "
+            "look like pixels, and YOLO-OBB wants corners normalised by the image width and height (0..1)"
+        )
+    return coords, class_names[int(tokens[0])]
 
 
 def read_yolo_obb_labels(path, image_size, class_names, *, on_error: str = "raise") -> ImageLabels:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from cstf_edge.data.annotations import ImageLabels
+from cstf_edge.data.dota import imageset_label_files, read_dota_labels, read_imageset  # noqa: F401 (re-exported)
+from cstf_edge.data.hrsc import load_hrsc_ground_truth
 from cstf_edge.data.task1 import Task1Detections, read_task1_dir
-from cstf_edge.errors import DataError, EvaluationError
+from cstf_edge.errors import DataError, EvaluationError, LabelFormatError
 from cstf_edge.geometry import as_polygons, poly_to_hbb
 from cstf_edge.geometry.iou import intersection_upper_bound, polygon_area, polygon_overlap_pairs
 from cstf_edge.geometry.pairs import expand_ranges
@@ -35,6 +36,7 @@ from cstf_edge.geometry.pairs import expand_ranges
 log = logging.getLogger(__name__)
 
 METRICS = ("voc07", "voc12")
+LABEL_FORMATS = ("dota", "hrsc")
 # Pairs whose IoU cannot exceed the threshold by more than this are not computed exactly.
 _PRUNE_MARGIN = 1e-9
 
@@ -258,6 +260,21 @@ def _image_indices(image_ids: list[str], index_of: dict[str, int], class_name: s
     return indices
 
 
+def _check_result_classes(detections: dict[str, Task1Detections], present: list[str], wanted: list[str]) -> None:
+    """Warn about result classes that are not evaluated; refuse results none of whose classes is in
+    the ground truth (a naming mismatch such as ``Task1_Plane.txt`` against ``plane`` would score 0)."""
+    extra = sorted(set(detections) - set(wanted))
+    if extra:
+        log.warning("result classes not evaluated (no ground truth or not requested): %s", extra)
+    has_detections = any(len(dets) for dets in detections.values())
+    if has_detections and not set(detections) & set(present):
+        raise EvaluationError(
+            f"no result class matches a ground-truth class: results have {sorted(detections)}, the ground "
+            f"truth has {present}; name result files Task1_<class>.txt with the label's class names "
+            "(exact case)"
+        )
+
+
 def evaluate_dota_arrays(
     detections: dict[str, Task1Detections],
     ground_truth: list[ImageLabels],
@@ -270,29 +287,34 @@ def evaluate_dota_arrays(
     labels of the evaluated images (one ``ImageLabels`` each, ``image_id`` as in the detections).
 
     ``classes``: the classes to evaluate (default: every class in the ground truth); a requested class
-    absent from the ground truth is skipped with a warning, as it has no recall.
+    absent from the ground truth is skipped with a warning, as it has no recall. Every detection, of
+    any class, must be on an evaluated image; an empty image set is an ``EvaluationError``.
     """
     check_metric(metric)
+    if not ground_truth:
+        raise EvaluationError("no images to evaluate: the ground truth is empty; pass the labels of the "
+                              "evaluated images (for DOTA, the labelTxt folder)")
     index_of = {labels.image_id: i for i, labels in enumerate(ground_truth)}
     if len(index_of) != len(ground_truth):
         raise EvaluationError("the ground truth lists an image id twice; each image must appear once")
+    det_indices = {name: _image_indices(dets.image_ids, index_of, name) for name, dets in detections.items()}
     gt_image = np.repeat(np.arange(len(ground_truth)), [len(labels) for labels in ground_truth])
     gt_polys = np.concatenate([labels.polygons for labels in ground_truth] + [np.zeros((0, 4, 2))])
     gt_difficult = np.concatenate([labels.difficult for labels in ground_truth] + [np.zeros(0, int)])
     gt_class = np.asarray([name for labels in ground_truth for name in labels.classes], dtype=object)
     present = sorted(set(gt_class.tolist()))
+    if not present:
+        log.warning("the %d evaluated images hold no ground-truth object: no class to evaluate", len(ground_truth))
     wanted = present if classes is None else [name for name in classes if name in present]
     if classes is not None and len(wanted) < len(list(classes)):
         log.warning("classes without ground truth, not evaluated: %s", sorted(set(classes) - set(present)))
-    extra = sorted(set(detections) - set(wanted))
-    if extra:
-        log.info("result classes not evaluated (no ground truth or not requested): %s", extra)
+    _check_result_classes(detections, present, wanted)
     curves = {}
     for name in wanted:
         dets = detections.get(name, Task1Detections.empty())
         in_class = gt_class == name
         curves[name] = evaluate_detections(
-            _image_indices(dets.image_ids, index_of, name), dets.scores, dets.polygons,
+            det_indices.get(name, np.zeros(0, np.int64)), dets.scores, dets.polygons,
             gt_image[in_class], gt_polys[in_class], gt_difficult[in_class],
             iou_threshold=iou_threshold, metric=metric, num_images=len(ground_truth),
         )
@@ -315,34 +337,26 @@ def _summarise(curves: dict[str, ClassEvaluation], metric: str, iou_threshold: f
     )
 
 
-def read_imageset(path: str | os.PathLike) -> list[str]:
-    """Image ids of an image-set file, one a line (blank lines skipped)."""
-    path = Path(path)
+def load_ground_truth(
+    labels_dir, imageset=None, *, labels_format: str = "dota", on_error: str = "raise"
+) -> list[ImageLabels]:
+    """Ground truth of the image set (default: every label file), image ids from the file stems:
+    DOTA labels ``<labels_dir>/<image_id>.txt`` (``labels_format="dota"``) or HRSC2016 XML
+    ``<labels_dir>/<image_id>.xml`` (``"hrsc"``, class ``ship``).
+
+    A missing folder or label file, or an empty image set, is an ``EvaluationError``.
+    """
+    if labels_format not in LABEL_FORMATS:
+        raise EvaluationError(f"unknown labels format {labels_format!r}; use one of {', '.join(LABEL_FORMATS)}")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as exc:
-        raise EvaluationError(f"{path}: cannot read the image-set file ({exc})") from exc
-    return [line.strip() for line in lines if line.strip()]
-
-
-def load_ground_truth(labels_dir, imageset=None, *, on_error: str = "raise") -> list[ImageLabels]:
-    """DOTA labels ``<labels_dir>/<image_id>.txt`` of the image set (default: every ``.txt`` there)."""
-    from cstf_edge.data.dota import read_dota_labels
-
-    labels_dir = Path(labels_dir)
-    if not labels_dir.is_dir():
-        raise EvaluationError(f"{labels_dir}: no such label directory (expected <image_id>.txt files)")
-    if imageset is None:
-        image_ids = sorted(path.stem for path in labels_dir.glob("*.txt"))
-    else:
-        image_ids = read_imageset(imageset)
-    labels = []
-    for image_id in image_ids:
-        path = labels_dir / f"{image_id}.txt"
-        if not path.is_file():
-            raise EvaluationError(f"{path}: image {image_id} of the image set has no label file")
-        labels.append(read_dota_labels(path, on_error=on_error))
-    return labels
+        if labels_format == "hrsc":
+            return load_hrsc_ground_truth(labels_dir, imageset, on_error=on_error)
+        paths = imageset_label_files(labels_dir, ".txt", imageset, subfolder="labelTxt")
+    except LabelFormatError:
+        raise
+    except DataError as exc:
+        raise EvaluationError(str(exc)) from exc
+    return [read_dota_labels(path, on_error=on_error) for path in paths]
 
 
 def evaluate_dota(
@@ -353,14 +367,17 @@ def evaluate_dota(
     metric: str = "voc07",
     iou_threshold: float = 0.5,
     classes=None,
+    labels_format: str = "dota",
 ) -> DotaEvalResult:
     """DOTA Task1 mAP of ``results`` (a folder of ``Task1_<class>.txt`` or ``{class: Task1Detections}``)
-    against the labels in ``labels_dir``, over the images of ``imageset`` (default: every label file).
+    against the labels in ``labels_dir`` (``labels_format`` ``"dota"`` or ``"hrsc"``, as
+    ``load_ground_truth`` reads them), over the images of ``imageset`` (default: every label file).
 
-    Example: ``evaluate_dota("out/task1", "DOTA/val/labelTxt", metric="voc07").mAP``.
+    Example: ``evaluate_dota("out/task1", "DOTA/val/labelTxt", metric="voc07").mAP``;
+    HRSC2016: ``evaluate_dota("out/task1", "HRSC2016/FullDataSet/Annotations", labels_format="hrsc")``.
     """
     check_metric(metric)
-    ground_truth = load_ground_truth(labels_dir, imageset)
+    ground_truth = load_ground_truth(labels_dir, imageset, labels_format=labels_format)
     if isinstance(results, (str, os.PathLike)):
         try:
             results = read_task1_dir(results)

@@ -48,9 +48,20 @@ def as_rboxes(rboxes) -> np.ndarray:
 
 
 def canonicalize_rboxes(rboxes) -> np.ndarray:
-    """Return boxes in canonical form: ``w >= h``, angle in ``[-pi/2, pi/2)``, squares in ``[-pi/4, pi/4)``."""
+    """Return boxes in canonical form: ``w >= h``, angle in ``[-pi/2, pi/2)``, squares in ``[-pi/4, pi/4)``.
+
+    A negative or non-finite ``w`` or ``h`` is a ``ValueError`` naming the first such box.
+    """
     out = as_rboxes(rboxes).copy()
     w, h, angle = out[..., 2].copy(), out[..., 3].copy(), out[..., 4].copy()
+    valid = (w >= 0) & (h >= 0) & (w < np.inf) & (h < np.inf)  # NaN fails every comparison
+    if not valid.all():
+        first = tuple(int(i) for i in np.argwhere(~valid)[0])
+        where = f" at index {list(first)}" if first else ""
+        raise ValueError(
+            f"rotated box{where} (cx, cy, w, h, angle) = {out[first].tolist()} has a negative or "
+            "non-finite w or h; sizes must be finite and >= 0"
+        )
     swap = w < h
     out[..., 2] = np.where(swap, h, w)
     out[..., 3] = np.where(swap, w, h)

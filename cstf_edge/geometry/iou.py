@@ -33,6 +33,8 @@ PROBIOU_EPS = 1e-7
 COLLINEAR_DISTANCE = 1e-10
 # Pairs per vectorised chunk: [CHUNK, 4, 4] temporaries fit in a core's cache.
 CHUNK_PAIRS = 8192
+# Pairs per block of rows in polygon_iou_matrix: bounds the [pairs, 4, 2] gathered inputs (~250 MB).
+MATRIX_CHUNK_PAIRS = 2_000_000
 
 
 def polygon_area(polys) -> np.ndarray:
@@ -218,13 +220,22 @@ def polygon_iou_pairs(a, b) -> np.ndarray:
     return _safe_ratio(inter, union).reshape(shape)
 
 
-def polygon_iou_matrix(a, b) -> np.ndarray:
-    """Exact IoU ``[N, M]`` of every polygon of ``a[N, 4, 2]`` with every polygon of ``b[M, 4, 2]``."""
+def polygon_iou_matrix(a, b, *, chunk_pairs: int = MATRIX_CHUNK_PAIRS) -> np.ndarray:
+    """Exact IoU ``[N, M]`` of every polygon of ``a[N, 4, 2]`` with every polygon of ``b[M, 4, 2]``.
+
+    Rows are done in blocks of at most ``chunk_pairs`` pairs (at least one row), so the gathered
+    pair arrays stay bounded (a few hundred MB) however large ``N x M`` is.
+    """
+    if chunk_pairs < 1:
+        raise ValueError(f"chunk_pairs must be a positive number of pairs, got {chunk_pairs}")
     a = as_polygons(a).reshape(-1, 4, 2)
     b = as_polygons(b).reshape(-1, 4, 2)
-    rows = np.repeat(np.arange(len(a)), len(b))
-    cols = np.tile(np.arange(len(b)), len(a))
-    return polygon_iou_pairs(a[rows], b[cols]).reshape(len(a), len(b))
+    out = np.zeros((len(a), len(b)))
+    rows_per_chunk = max(1, chunk_pairs // max(len(b), 1))
+    for start in range(0, len(a), rows_per_chunk):
+        rows = a[start:start + rows_per_chunk]
+        out[start:start + len(rows)] = polygon_iou_pairs(rows[:, None], b[None])
+    return out
 
 
 def rbox_iou_matrix(a, b) -> np.ndarray:
