@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 
-from cstf_edge.data.synthrs import MODALITIES, SYNTH_CLASSES
+from cstf_edge.data.classes import SYNTH_CLASSES
+from cstf_edge.data.synthrs import MODALITIES
+from cstf_edge.data.synthrs.compose import SIZE_RANGE
 from cstf_edge.data.synthrs.writer import generate_dataset
 
 _EPILOG = f"""layout: OUT/images + OUT/labelTxt (optical), OUT/<modality>/images + labelTxt for the others,
 OUT/pairs/{{reference,query}}/{{images,labelTxt}} and OUT/pairs/transforms/<id>.txt (3x3 H, reference
-pixel -> query pixel). Classes: {', '.join(SYNTH_CLASSES)}.
+pixel -> query pixel in continuous coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1), as the
+labels; OpenCV warps, with pixel centres at integers, need T(-0.5) @ H @ T(+0.5)). OUT/synthrs.json records
+the parameters: a rerun with the same ones resumes (--n and --pairs may grow), other ones are refused.
+Classes: {', '.join(SYNTH_CLASSES)}.
 examples:
   cstf-edge synth data/synth --n 200 --seed 1
   cstf-edge synth data/sarset --n 100 --modalities optical,sar --pairs 50 --workers 2
@@ -26,9 +31,9 @@ def register(subparsers) -> None:
         description="Render synthetic overhead scenes (optical, SAR, infrared) with oriented-box labels.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("out", help="output folder (created; existing scenes are kept and skipped)")
+    parser.add_argument("out", help="output folder (created; existing scenes of the same data set are kept and skipped)")
     parser.add_argument("--n", type=int, default=100, help="number of scenes (default 100)")
-    parser.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
+    parser.add_argument("--size", type=int, default=1024, help=f"scene side in pixels, {SIZE_RANGE[0]} to {SIZE_RANGE[1]} (default 1024)")
     parser.add_argument("--seed", type=int, default=0, help="data set seed; scene i depends on (seed, i) only")
     parser.add_argument("--modalities", type=_list, default=["optical"],
                         help=f"comma list of {', '.join(MODALITIES)} (default optical)")

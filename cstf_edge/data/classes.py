@@ -48,3 +48,6 @@ DOTA8_CLASSES: tuple[str, ...] = (
 
 # HRSC2016 read class-agnostically (the usual "ship" task) uses this single class.
 HRSC_SHIP_CLASSES: tuple[str, ...] = ("ship",)
+
+# SynthRS (cstf_edge.data.synthrs) draws these DOTA classes, in this order (the class ids of its data sets).
+SYNTH_CLASSES: tuple[str, ...] = ("plane", "ship", "small-vehicle", "large-vehicle", "storage-tank")

@@ -75,16 +75,22 @@ def canonicalize_rboxes(rboxes) -> np.ndarray:
     return out
 
 
+def box_frame_to_image(rboxes, uv) -> np.ndarray:
+    """Image points ``[..., K, 2]`` of points ``uv`` ``[..., K, 2]`` given in the unit frame of boxes
+    ``[..., 5]``: u runs along the box's ``w`` side (its angle), v along ``h``, and ``[-0.5, 0.5]^2``
+    spans the box. The box is used as given (not canonicalised), so a heading and its length stay put."""
+    boxes = as_rboxes(rboxes)
+    points = np.asarray(uv, dtype=np.float64)
+    cx, cy, w, h, angle = (boxes[..., k, None] for k in range(5))
+    cos, sin = np.cos(angle), np.sin(angle)
+    u = points[..., 0] * w
+    v = points[..., 1] * h
+    return np.stack([cx + u * cos - v * sin, cy + u * sin + v * cos], axis=-1)
+
+
 def rbox_to_poly(rboxes) -> np.ndarray:
     """Corners ``[..., 4, 2]`` of rotated boxes ``[..., 5]`` (see the module docstring for the order)."""
-    boxes = as_rboxes(rboxes)
-    cx, cy, w, h, angle = np.moveaxis(boxes, -1, 0)
-    cos, sin = np.cos(angle), np.sin(angle)
-    half_w = (w / 2)[..., None] * _CORNER_SIGNS[:, 0]
-    half_h = (h / 2)[..., None] * _CORNER_SIGNS[:, 1]
-    xs = cx[..., None] + half_w * cos[..., None] - half_h * sin[..., None]
-    ys = cy[..., None] + half_w * sin[..., None] + half_h * cos[..., None]
-    return np.stack([xs, ys], axis=-1)
+    return box_frame_to_image(rboxes, _CORNER_SIGNS / 2)
 
 
 def poly_to_rbox(polys) -> np.ndarray:

@@ -10,6 +10,7 @@ from cstf_edge.data.synthrs.materials import Material
 from cstf_edge.data.synthrs.noise import smooth_field
 from cstf_edge.data.synthrs.scene import Layer
 from cstf_edge.geometry import rbox_to_poly
+from cstf_edge.geometry.boxes import box_frame_to_image
 
 FIELD_MATERIALS = (Material.FIELD_GREEN, Material.FIELD_DRY, Material.FIELD_BROWN, Material.SOIL, Material.GRASS)
 
@@ -25,9 +26,10 @@ class Site:
     angle: float
 
     def point(self, u: float, v: float) -> tuple[float, float]:
-        """The image point at offsets (u, v) pixels from the centre, in the site's frame."""
-        cos, sin = np.cos(self.angle), np.sin(self.angle)
-        return self.cx + u * cos - v * sin, self.cy + u * sin + v * cos
+        """The image point at offsets (u, v) pixels from the centre, in the site's frame (the unit frame of
+        a 1 x 1 box with the site's centre and angle)."""
+        x, y = box_frame_to_image([self.cx, self.cy, 1.0, 1.0, self.angle], [u, v]).reshape(2)
+        return float(x), float(y)
 
     def polygon(self) -> np.ndarray:
         return rbox_to_poly([self.cx, self.cy, self.length, self.width, self.angle])

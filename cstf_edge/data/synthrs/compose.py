@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from numbers import Integral
 
 import numpy as np
 
+from cstf_edge.data.classes import SYNTH_CLASSES
 from cstf_edge.data.synthrs.backgrounds import BACKGROUNDS, GSD_RANGE
 from cstf_edge.data.synthrs.layouts import populate
 from cstf_edge.data.synthrs.materials import Material
 from cstf_edge.data.synthrs.placement import Placer, enforce_counts
-from cstf_edge.data.synthrs.scene import SCENE_KINDS, SYNTH_CLASSES, Building, Conditions, Scene
+from cstf_edge.data.synthrs.scene import SCENE_KINDS, Building, Conditions, Scene
 from cstf_edge.errors import CstfError
 from cstf_edge.geometry import rbox_to_poly
 
@@ -20,6 +22,7 @@ KIND_CLASSES = {
     "airfield": {"plane", "small-vehicle", "large-vehicle", "storage-tank"},
 }
 KIND_WEIGHTS = {"sea": 0.2, "coast": 0.3, "land": 0.3, "airfield": 0.2}
+SIZE_RANGE = (64, 8192)  # scene side in pixels (DOTA patches are 1024)
 BUILDING_GROUND = (Material.GRASS, Material.SOIL, Material.FIELD_DRY, Material.FIELD_BROWN, Material.SAND)
 TREE_GROUND = BUILDING_GROUND + (Material.FIELD_GREEN, Material.ROAD, Material.PAINT, Material.CONCRETE)
 ClassRequest = None | str | Iterable[str] | Mapping[str, int]
@@ -51,6 +54,16 @@ def parse_class_request(classes: ClassRequest) -> tuple[set[str], dict[str, int]
     return wanted, counts
 
 
+def check_seed_and_size(seed: int, size: int) -> None:
+    """Raise :class:`CstfError` unless ``seed`` is an integer >= 0 and ``size`` lies in ``SIZE_RANGE``."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise CstfError(f"seed {seed!r} is not usable; give a whole number >= 0")
+    low, high = SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, Integral) or not low <= size <= high:
+        raise CstfError(f"scene size {size!r} px is out of range; use a whole number from {low} to {high} "
+                        "(DOTA patches are 1024)")
+
+
 def _choose_kind(rng: np.random.Generator, wanted: set[str]) -> str:
     weights = np.array([KIND_WEIGHTS[k] * bool(KIND_CLASSES[k] & wanted) for k in SCENE_KINDS])
     return SCENE_KINDS[int(rng.choice(len(SCENE_KINDS), p=weights / weights.sum()))]
@@ -58,7 +71,7 @@ def _choose_kind(rng: np.random.Generator, wanted: set[str]) -> str:
 
 def _on(materials: np.ndarray, points: np.ndarray, allowed) -> bool:
     size = materials.shape[0]
-    idx = np.clip(np.round(points).astype(int), 0, size - 1)
+    idx = np.clip(np.floor(points).astype(int), 0, size - 1)  # the pixel holding each continuous point
     return bool(np.isin(materials[idx[:, 1], idx[:, 0]], np.asarray(allowed, np.uint8)).all())
 
 
@@ -92,8 +105,7 @@ def make_scene(seed: int, index: int, size: int = 1024, classes: ClassRequest = 
     ``classes`` restricts the classes drawn (see :func:`parse_class_request`); with counts, each scene
     holds exactly that many objects of each named class and none of the others.
     """
-    if size < 64:
-        raise CstfError(f"scene size {size} px is too small; use at least 64 (DOTA patches are 1024)")
+    check_seed_and_size(seed, size)
     wanted, counts = parse_class_request(classes)
     rng = np.random.default_rng([int(seed), int(index), 0])
     kind = _choose_kind(rng, wanted)

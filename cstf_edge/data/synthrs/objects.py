@@ -118,8 +118,11 @@ _PARTS = {
 
 
 def object_parts(obj: SceneObject) -> list[tuple[Role, np.ndarray]]:
-    """The parts of ``obj`` as (role, polygon in image pixels), drawn in order."""
-    return [(role, obj.to_image(uv)) for role, uv in _PARTS[obj.cls](obj)]
+    """The parts of ``obj`` as (role, polygon in image pixels), drawn in order (one mapping for all)."""
+    parts = _PARTS[obj.cls](obj)
+    image = obj.to_image(np.concatenate([uv for _, uv in parts]))
+    ends = np.cumsum([len(uv) for _, uv in parts])
+    return [(role, image[end - len(uv) : end]) for (role, uv), end in zip(parts, ends)]
 
 
 def _pick(rng: np.random.Generator, palette: np.ndarray) -> tuple[float, float, float]:

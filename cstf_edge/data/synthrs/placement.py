@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from cstf_edge.data.synthrs.materials import Material
 from cstf_edge.data.synthrs.objects import make_object
-from cstf_edge.data.synthrs.scene import DRAW_SHIFT, SceneObject, fixed_point
+from cstf_edge.data.synthrs.raster import fill_circle, fill_polygons
+from cstf_edge.data.synthrs.scene import SceneObject
 from cstf_edge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _footprint(poly: np.ndarray) -> _Footprint:
     x0, y0 = np.floor(poly.min(axis=0)).astype(int)
     x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(mask, [fixed_point(poly - [x0, y0])], 1, cv2.LINE_8, DRAW_SHIFT)
+    fill_polygons(mask, [poly - [x0, y0]], 1)
     return _Footprint(int(x0), int(y0), mask, int(np.count_nonzero(mask)))
 
 
@@ -112,8 +112,7 @@ class Placer:
             if x + radius < fp.x0 or x - radius > fp.x0 + w or y + radius < fp.y0 or y - radius > fp.y0 + h:
                 continue
             crown = np.zeros_like(fp.mask)
-            cv2.circle(crown, (int(round((x - fp.x0) * 16)), int(round((y - fp.y0) * 16))),
-                       int(round(radius * 16)), 1, -1, cv2.LINE_8, DRAW_SHIFT)
+            fill_circle(crown, x - fp.x0, y - fp.y0, radius, 1)
             covered = self.objects[k].occlusion + np.count_nonzero(crown & fp.mask) / fp.area
             if covered > MAX_TREE_OCCLUSION:
                 return False

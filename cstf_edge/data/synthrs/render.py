@@ -18,7 +18,8 @@ from cstf_edge.data.synthrs.materials import (
 )
 from cstf_edge.data.synthrs.noise import crop_texture, fractal_texture, grain_texture, smooth_field
 from cstf_edge.data.synthrs.objects import object_parts
-from cstf_edge.data.synthrs.scene import DRAW_SHIFT, Scene, SceneObject, fixed_point
+from cstf_edge.data.synthrs.raster import draw_polyline, fill_circle, fill_polygons
+from cstf_edge.data.synthrs.scene import Scene, SceneObject
 from cstf_edge.data.synthrs.sensor import apply_sensor
 from cstf_edge.errors import CstfError
 
@@ -76,9 +77,9 @@ def _shadow_mask(scene: Scene) -> np.ndarray:
             shapes.append(_extrusion(obj.to_image(_footprint_uv(obj)), offset))
     for x, y, radius in scene.trees:
         centre = np.array([x, y]) + direction * radius * 1.5
-        cv2.circle(mask, tuple(int(c) for c in np.round(centre * 16)), int(radius * 16), 255, -1, _AA, DRAW_SHIFT)
+        fill_circle(mask, centre[0], centre[1], radius, 255, _AA)
     if shapes:
-        cv2.fillPoly(mask, [fixed_point(s) for s in shapes], 255, _AA, DRAW_SHIFT)
+        fill_polygons(mask, shapes, 255, _AA)
     return mask
 
 
@@ -108,12 +109,12 @@ def _draw_scene_items(canvas: np.ndarray, scene: Scene, modality: str) -> None:
     for building in scene.buildings:
         value = roof_lut[int(building.material)]
         value = tuple(float(v) for v in value) if modality == "optical" else float(value)
-        cv2.fillPoly(canvas, [fixed_point(building.polygon)], value, _AA, DRAW_SHIFT)
+        fill_polygons(canvas, [building.polygon], value, _AA)
         if modality == "sar":  # double bounce along the walls
-            cv2.polylines(canvas, [fixed_point(building.polygon)], True, 255.0, 1, _AA, DRAW_SHIFT)
+            draw_polyline(canvas, building.polygon, 255.0, 1, closed=True, line_type=_AA)
     for obj in scene.objects:
         for role, poly in object_parts(obj):
-            cv2.fillPoly(canvas, [fixed_point(poly)], _role_value(role, obj, modality), _AA, DRAW_SHIFT)
+            fill_polygons(canvas, [poly], _role_value(role, obj, modality), _AA)
     if modality == "sar":
         _draw_scatterers(canvas, scene)
     _draw_trees(canvas, scene, modality)
@@ -125,7 +126,7 @@ def _draw_scatterers(canvas: np.ndarray, scene: Scene) -> None:
         corners = obj.polygon() if obj.cls != "storage-tank" else obj.to_image(_footprint_uv(obj)[::6])
         for x, y in corners[:: 2 if obj.cls in ("small-vehicle",) else 1]:
             cx, cy = (x + obj.cx) / 2, (y + obj.cy) / 2
-            cv2.circle(canvas, (int(cx * 16), int(cy * 16)), 16, 255.0, -1, _AA, DRAW_SHIFT)
+            fill_circle(canvas, cx, cy, 1.0, 255.0, _AA)
 
 
 def _draw_trees(canvas: np.ndarray, scene: Scene, modality: str) -> None:
@@ -134,9 +135,9 @@ def _draw_trees(canvas: np.ndarray, scene: Scene, modality: str) -> None:
     light = _TREE_LIGHT[modality]
     sun = -np.asarray(scene.shadow_vector) / max(np.hypot(*scene.shadow_vector), 1e-6)
     for x, y, radius in scene.trees:
-        cv2.circle(canvas, (int(x * 16), int(y * 16)), int(radius * 16), dark, -1, _AA, DRAW_SHIFT)
+        fill_circle(canvas, x, y, radius, dark, _AA)
         hx, hy = np.array([x, y]) + sun * radius * 0.3
-        cv2.circle(canvas, (int(hx * 16), int(hy * 16)), int(radius * 0.55 * 16), light, -1, _AA, DRAW_SHIFT)
+        fill_circle(canvas, hx, hy, radius * 0.55, light, _AA)
 
 
 def render(scene: Scene, modality: str = "optical", variant: int = 0) -> np.ndarray:

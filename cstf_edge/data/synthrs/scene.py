@@ -13,13 +13,11 @@ import numpy as np
 
 from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.synthrs.materials import Material
+from cstf_edge.data.synthrs.raster import draw_polyline, fill_polygons
 from cstf_edge.geometry import canonicalize_rboxes, rbox_to_poly
+from cstf_edge.geometry.boxes import box_frame_to_image
 
-SYNTH_CLASSES: tuple[str, ...] = ("plane", "ship", "small-vehicle", "large-vehicle", "storage-tank")
 SCENE_KINDS: tuple[str, ...] = ("sea", "coast", "land", "airfield")
-# Fixed-point precision for sub-pixel cv2 drawing (coordinates are multiplied by 2**DRAW_SHIFT).
-DRAW_SHIFT = 4
-DRAW_SCALE = float(1 << DRAW_SHIFT)
 # An object whose footprint is covered more than this by trees is flagged difficult.
 DIFFICULT_OCCLUSION = 0.25
 
@@ -70,9 +68,7 @@ class SceneObject:
 
     def to_image(self, uv: np.ndarray) -> np.ndarray:
         """Map points of the object's unit frame (u along the heading, v across, both in [-0.5, 0.5])."""
-        cos, sin = np.cos(self.heading), np.sin(self.heading)
-        frame = np.array([[self.length * cos, self.length * sin], [-self.width * sin, self.width * cos]])
-        return uv @ frame + (self.cx, self.cy)
+        return box_frame_to_image([self.cx, self.cy, self.length, self.width, self.heading], uv)
 
 
 @dataclass
@@ -145,16 +141,9 @@ class Scene:
         return counts
 
 
-def fixed_point(points: np.ndarray) -> np.ndarray:
-    """Pixel coordinates as the int32 fixed-point array cv2 draws with ``shift=DRAW_SHIFT``."""
-    return np.round(np.asarray(points, np.float64) * DRAW_SCALE).astype(np.int32).reshape(-1, 1, 2)
-
-
 def draw_layer(canvas: np.ndarray, layer: Layer, value, line_type: int = cv2.LINE_8) -> None:
     """Draw a layer's polygon or polyline onto ``canvas`` with ``value``."""
-    pts = fixed_point(layer.points)
     if layer.thickness > 0:
-        thickness = max(1, int(round(layer.thickness)))
-        cv2.polylines(canvas, [pts], False, value, thickness, line_type, DRAW_SHIFT)
+        draw_polyline(canvas, layer.points, value, layer.thickness, line_type=line_type)
     else:
-        cv2.fillPoly(canvas, [pts], value, line_type, DRAW_SHIFT)
+        fill_polygons(canvas, [layer.points], value, line_type)

@@ -7,11 +7,13 @@ Layout under ``out``::
     infrared/images, infrared/labelTxt          infrared (single channel), same labels (if asked for)
     pairs/reference/{images,labelTxt}           with --pairs N: reference image and labels
     pairs/query/{images,labelTxt}               query image (warped) and its warped labels
-    pairs/transforms/<id>.txt                   3x3 H, reference pixel -> query pixel (see pairs.py)
+    pairs/transforms/<id>.txt                   3x3 H, reference pixel -> query pixel, continuous
+                                                coordinates (see pairs.py)
     synthrs.json                                the generation parameters
 
 Scene ``i`` depends only on (seed, i): generation runs in parallel and resumes (a scene whose files all
-exist is skipped; files are written atomically, labels last).
+exist is skipped; files are written atomically, labels last). Resuming needs the generation parameters
+recorded in ``synthrs.json``; other parameters are refused, so a folder never mixes two data sets.
 """
 from __future__ import annotations
 
@@ -19,20 +21,28 @@ import json
 import logging
 import multiprocessing
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 from tqdm import tqdm
 
 from cstf_edge._io import atomic_write_text, write_image
+from cstf_edge.data.classes import SYNTH_CLASSES
 from cstf_edge.data.dota import write_dota_labels
-from cstf_edge.data.synthrs.compose import ClassRequest, make_scene, parse_class_request
+from cstf_edge.data.synthrs.compose import ClassRequest, check_seed_and_size, make_scene, parse_class_request
 from cstf_edge.data.synthrs.materials import MODALITIES
 from cstf_edge.data.synthrs.pairs import PAIR_INDEX_BASE, format_transform, pair_from_scene
 from cstf_edge.data.synthrs.render import render
-from cstf_edge.data.synthrs.scene import SYNTH_CLASSES
 from cstf_edge.errors import CstfError
 
 log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "synthrs.json"
+# What defines the scenes of a folder: a resumed run must ask for the same.
+GENERATION_FIELDS = ("seed", "size", "modalities", "classes", "pair_modalities")
+TRANSFORM_NOTE = ("pairs/transforms/<id>.txt: 3x3 H mapping reference pixel (x, y, 1) to query pixel in continuous "
+                  "coordinates (pixel (row i, column j) covers [j, j+1) x [i, i+1)); OpenCV warps, which put pixel "
+                  "centres at integers, need T(-0.5) @ H @ T(+0.5)")
 
 
 def modality_root(out: Path, modality: str) -> Path:
@@ -98,6 +108,50 @@ def _check_modalities(modalities, what: str) -> tuple[str, ...]:
     return modalities
 
 
+def _make_job(out: Path, n: int, size: int, seed: int, modalities, classes: ClassRequest, pairs: int,
+              pair_modalities, workers: int) -> _Job:
+    """Every argument checked (nothing is written before this returns)."""
+    for name, value, low in (("n", n, 0), ("pairs", pairs, 0), ("workers", workers, 1)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise CstfError(f"--{name} must be a whole number >= {low}, got {value!r}")
+    check_seed_and_size(seed, size)
+    modalities = _check_modalities(modalities, "--modalities")
+    pair_modalities = _check_modalities(pair_modalities, "--pair-modalities")
+    if len(pair_modalities) != 2:
+        raise CstfError(f"--pair-modalities needs exactly two (reference, query), got {list(pair_modalities)}")
+    wanted, counts = parse_class_request(classes)
+    return _Job(out, int(seed), int(size), counts if counts is not None else sorted(wanted), modalities,
+                pair_modalities)
+
+
+def _manifest(job: _Job, n: int, pairs: int) -> dict:
+    return {"generator": "SynthRS", "seed": job.seed, "n": n, "size": job.size, "modalities": list(job.modalities),
+            "classes": job.classes, "all_classes": list(SYNTH_CLASSES), "pairs": pairs,
+            "pair_modalities": list(job.pair_modalities), "transform": TRANSFORM_NOTE}
+
+
+def _resumed_manifest(path: Path, manifest: dict) -> dict:
+    """``manifest`` for a folder that may already hold a data set: the generation parameters must equal
+    the ones on disk (``n`` and ``pairs`` may grow, which resumes; they never shrink on disk)."""
+    if not path.is_file():
+        return manifest
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CstfError(f"{path} is unreadable ({exc}); write the data set to another folder") from exc
+    if not isinstance(previous, dict) or previous.get("generator") != "SynthRS":
+        raise CstfError(f"{path} is not a SynthRS manifest; write the data set to another folder")
+    differ = [f"{key} {previous.get(key)!r} on disk, {manifest[key]!r} asked"
+              for key in GENERATION_FIELDS if previous.get(key) != manifest[key]]
+    if differ:
+        raise CstfError(f"{path.parent} holds another SynthRS data set ({'; '.join(differ)}); resuming needs the "
+                        "same generation parameters (only --n and --pairs may grow): use another folder")
+    merged = dict(manifest)
+    for key in ("n", "pairs"):
+        merged[key] = max(int(previous.get(key, 0)), manifest[key])
+    return merged
+
+
 def _run(task, jobs: list, workers: int, desc: str, progress: bool):
     progress = progress and bool(jobs)
     if workers <= 1 or len(jobs) <= 1:
@@ -111,22 +165,15 @@ def _run(task, jobs: list, workers: int, desc: str, progress: bool):
 def generate_dataset(out, n: int, *, size: int = 1024, seed: int = 0, modalities=("optical",),
                      classes: ClassRequest = None, pairs: int = 0, pair_modalities=("optical", "sar"),
                      workers: int = 1, progress: bool = True) -> DatasetSummary:
-    """Write ``n`` scenes (and ``pairs`` pairs) of the data set ``seed`` under ``out``; see the module doc."""
-    if n < 0 or pairs < 0 or workers < 1:
-        raise CstfError(f"need n >= 0, pairs >= 0 and workers >= 1, got n={n}, pairs={pairs}, workers={workers}")
-    modalities = _check_modalities(modalities, "--modalities")
-    pair_modalities = _check_modalities(pair_modalities, "--pair-modalities")
-    if len(pair_modalities) != 2:
-        raise CstfError(f"--pair-modalities needs exactly two (reference, query), got {list(pair_modalities)}")
-    wanted, counts = parse_class_request(classes)
+    """Write ``n`` scenes (and ``pairs`` pairs) of the data set ``seed`` under ``out``; see the module doc.
+
+    A folder holds one data set: if ``out/synthrs.json`` records other generation parameters
+    (``GENERATION_FIELDS``), :class:`CstfError` names them and nothing is written."""
     out = Path(out)
-    manifest = {"generator": "SynthRS", "seed": seed, "n": n, "size": size, "modalities": list(modalities),
-                "classes": counts if counts is not None else sorted(wanted), "all_classes": list(SYNTH_CLASSES),
-                "pairs": pairs, "pair_modalities": list(pair_modalities),
-                "transform": "pairs/transforms/<id>.txt: 3x3 H mapping reference pixel (x, y, 1) to query pixel"}
-    atomic_write_text(out / "synthrs.json", json.dumps(manifest, indent=2) + "\n")
-    job = _Job(out, int(seed), int(size), counts if counts is not None else sorted(wanted), modalities,
-               tuple(pair_modalities))
+    job = _make_job(out, n, size, seed, modalities, classes, pairs, pair_modalities, workers)
+    manifest_path = out / MANIFEST_NAME
+    manifest = _resumed_manifest(manifest_path, _manifest(job, n, pairs))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     summary = DatasetSummary(out)
     for counts_of_scene in _run(_scene_task, [(job, i) for i in range(n)], workers, "scenes", progress):
         if counts_of_scene is None:
@@ -138,5 +185,5 @@ def generate_dataset(out, n: int, *, size: int = 1024, seed: int = 0, modalities
     for result in _run(_pair_task, [(job, i) for i in range(pairs)], workers, "pairs", progress):
         summary.pairs_written += result is not None
     log.debug("SynthRS: %d scenes written, %d already there, %d pairs, in %s", summary.scenes_written,
-             summary.scenes_skipped, summary.pairs_written, out)
+              summary.scenes_skipped, summary.pairs_written, out)
     return summary
