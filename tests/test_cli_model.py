@@ -25,7 +25,8 @@ from cstf_edge.model.checkpoint import load_weights  # noqa: E402
 from cstf_edge.model.predict import predict  # noqa: E402
 from cstf_edge.model.summary import count_parameters, plot_metrics  # noqa: E402
 from cstf_edge.model.train_data import modality_references, resolve_data  # noqa: E402
-from cstf_edge.model.validate import detect_large, shipped_weights  # noqa: E402
+from cstf_edge.model.checkpoint import shipped_weights  # noqa: E402
+from cstf_edge.model.validate import detect_large  # noqa: E402
 
 SUMMARY_KEYS = {"mAP", "per_class_ap", "metric", "num_detections", "num_ground_truth"}
 
@@ -196,3 +197,23 @@ def test_val_bad_input_exits_2_naming_the_path(tmp_path, caplog):
     assert str(empty) in caplog.text
     assert main(["val", "--data", str(tmp_path / "absent")]) == 2
     assert str(tmp_path / "absent") in caplog.text
+
+
+def test_train_fine_tunes_from_weights_and_refuses_other_classes(tmp_path, caplog):
+    """--weights starts from a weights file (the loaded model equals it); a class list that differs
+    from the file's is refused with the list to use."""
+    from cstf_edge.model.checkpoint import load_initial_weights, read_safetensors
+
+    _, meta = read_safetensors(shipped_weights())
+    model = build_model("cstf-n", len(meta["class_names"]))
+    load_initial_weights(model, shipped_weights(), meta["class_names"])
+    shipped, _ = load_weights(shipped_weights())
+    for (name, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b), name
+    data = tmp_path / "data"
+    generate_dataset(data, 2, size=128, seed=5, progress=False)
+    code = main(["train", "--data", str(data), "--weights", str(shipped_weights()), "--classes", "ship,plane",
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch", "2", "--imgsz", "128",
+                 "--workers", "0", "--no-progress"])
+    assert code == 2
+    assert "--classes plane,ship,storage-tank" in caplog.text

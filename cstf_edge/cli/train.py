@@ -30,6 +30,9 @@ examples:
   cstf-edge train --data data/sar --reference-modality sar --out runs/sar --device cuda --batch 32
       optical query, co-registered SAR reference (data/sar/sar/images/<same id>)
   cstf-edge train --data hrsc.toml --model cstf-s --imgsz 800 --out runs/hrsc --val-every 5
+  cstf-edge train --data dota_patches --classes plane,ship,storage-tank,small-vehicle,large-vehicle \
+      --weights cstf_edge/weights/cstf-n-synthrs.safetensors --lr 5e-4 --epochs 20 --out runs/dota_ft
+      fine-tune the shipped weights (their class list, in their order) on real patches
 """
 
 
@@ -59,6 +62,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
     parser.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     parser.add_argument("--resume", action="store_true", help="continue OUT from its last complete epoch")
+    parser.add_argument("--weights", help="start from these weights (fine-tuning; same --model and --classes), "
+                        "e.g. the shipped cstf_edge/weights/cstf-n-synthrs.safetensors")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: cuda if available)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="data loader processes (default min(4, CPUs); 0 = in the main process)")
@@ -90,7 +95,8 @@ def run(args) -> int:
         out=args.out, model=args.model, imgsz=args.imgsz, batch=args.batch, epochs=args.epochs, lr=args.lr,
         device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, augment=not args.no_augment,
         reference_modality=args.reference_modality, val_every=args.val_every,
-        val_max_images=args.val_max_images, resume=args.resume, progress=not args.no_progress,
+        val_max_images=args.val_max_images, resume=args.resume, weights=args.weights,
+        progress=not args.no_progress,
     )
     run_dir = train(config)
     print(f"{run_dir}: weights {run_dir / 'weights.safetensors'}, metrics {run_dir / 'metrics.csv'}")

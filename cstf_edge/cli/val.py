@@ -64,10 +64,10 @@ def _check(args) -> None:
 def run(args) -> int:
     _check(args)
     require_train_extra()
-    from cstf_edge.model.checkpoint import load_weights
+    from cstf_edge.model.checkpoint import load_weights, shipped_weights
     from cstf_edge.model.train import resolve_device
     from cstf_edge.model.train_data import load_labelled_dir
-    from cstf_edge.model.validate import shipped_weights, validate
+    from cstf_edge.model.validate import validate
 
     weights = args.weights or shipped_weights()
     labels = load_labelled_dir(args.data)

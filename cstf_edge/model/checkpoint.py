@@ -25,6 +25,7 @@ from cstf_edge.model.detector import CSTFDetector, build_model
 
 log = logging.getLogger(__name__)
 
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "cstf-n-synthrs.safetensors"
 META_KEY = "cstf_edge"
 WEIGHTS_FORMAT = "cstf-edge-weights/1"
 STATE_FORMAT = "cstf-edge-train-state/1"
@@ -100,3 +101,22 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     model = build_model(meta["model"], len(meta["class_names"]))
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
+
+
+def shipped_weights() -> Path:
+    """The demo weights shipped in the package (cstf-n trained on SynthRS optical scenes)."""
+    return SHIPPED_WEIGHTS
+
+
+def load_initial_weights(model: CSTFDetector, path: str | Path, class_names) -> None:
+    """Fine-tuning: copy the tensors of a weights file into ``model``, whose size and class list must match."""
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise DataError(f"{path}: format {meta.get('format')!r} is not {WEIGHTS_FORMAT!r} (a weights file)")
+    if list(meta["class_names"]) != list(class_names):
+        raise DataError(f"{path}: its classes are {meta['class_names']}, the run's are {list(class_names)}; "
+                        f"train with --classes {','.join(meta['class_names'])} to fine-tune from it")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: its tensors do not fit this model ({meta.get('model')!r} weights): {exc}") from None

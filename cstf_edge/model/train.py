@@ -31,7 +31,8 @@ from cstf_edge.data.dataset import OrientedDetectionDataset
 from cstf_edge.eval import DotaEvalResult
 from cstf_edge.errors import CstfError
 from cstf_edge.model.checkpoint import (
-    STATE_FORMAT, optimizer_tensors, read_safetensors, restore_optimizer, save_weights, write_safetensors,
+    STATE_FORMAT, load_initial_weights, optimizer_tensors, read_safetensors, restore_optimizer, save_weights,
+    write_safetensors,
 )
 from cstf_edge.model.detector import build_model, check_input_shape, images_to_input, spec_dict
 from cstf_edge.model.loss import DetectionLoss
@@ -61,7 +62,8 @@ class TrainConfig:
     fp16 with loss scaling; off on CPU). ``reference``: None or ``"self"`` (see the data set);
     ``reference_modality`` (e.g. ``"sar"``) instead pairs each image with ``<folder>/<modality>/images/<id>``
     (SynthRS layout), in training and validation. ``val``: a labelled folder whose VOC07 mAP50 (EMA weights,
-    at most ``val_max_images`` images, 0 = all) is measured every ``val_every`` epochs and after the last."""
+    at most ``val_max_images`` images, 0 = all) is measured every ``val_every`` epochs and after the last.
+    ``weights``: a weights file to start from (fine-tuning; same model size and class list)."""
 
     data: str
     class_names: tuple[str, ...]
@@ -87,6 +89,7 @@ class TrainConfig:
     val_every: int = 1
     val_max_images: int = 200
     resume: bool = False
+    weights: str | None = None
     max_steps: int = 0
     grad_clip: float = 10.0
     deterministic: bool = False
@@ -145,7 +148,10 @@ class Trainer:
         self.dataset = self._dataset()
         self.val_labels, self.val_reference = self._val_set()
         self.steps_per_epoch = len(self.dataset) // config.batch
-        self.model = build_model(config.model, len(config.class_names)).to(self.device)
+        self.model = build_model(config.model, len(config.class_names))
+        if config.weights:
+            load_initial_weights(self.model, config.weights, config.class_names)
+        self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEMA(self.model, config.ema_decay, config.ema_tau)

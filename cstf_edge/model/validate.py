@@ -32,14 +32,6 @@ from cstf_edge.model.predict import Detections, predict
 log = logging.getLogger(__name__)
 
 TILE_GAP = 200  # DOTA's split overlap
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "cstf-n-synthrs.safetensors"
-
-
-def shipped_weights() -> Path:
-    """The demo weights shipped in the package (cstf-n trained on SynthRS optical scenes)."""
-    return SHIPPED_WEIGHTS
-
-
 def crop_tile(image: np.ndarray, left: int, up: int, tile: int, pad_value: int = PAD_VALUE) -> np.ndarray:
     """The ``tile x tile`` window of ``image`` at ``(left, up)``, padded right/bottom where the image ends."""
     patch = image[up:up + tile, left:left + tile]
