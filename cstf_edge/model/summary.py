@@ -91,7 +91,11 @@ def plot_metrics(rows: list[dict], path: str | Path) -> Path | None:
     scored = [(epoch, _number(row.get("mAP50"))) for epoch, row in zip(epochs, rows)
               if row.get("mAP50") not in (None, "")]
     maps.plot([e for e, _ in scored], [m for _, m in scored], marker="o", color="tab:green")
-    maps.set(xlabel="epoch", ylabel="mAP50 (VOC07)", title="validation mAP50", ylim=(0, 1))
+    maps.set(xlabel="epoch", ylabel="mAP50 (VOC07)", title="validation mAP50", ylim=(0, 1),
+             xlim=(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5))
+    if not scored:
+        maps.text(0.5, 0.5, "no validation set (train --val DIR)", ha="center", va="center",
+                  transform=maps.transAxes, color="grey")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return atomic_write_bytes(path, buffer.getvalue())
