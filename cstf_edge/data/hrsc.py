@@ -21,7 +21,7 @@ import numpy as np
 
 from cstf_edge._io import os_reason
 from cstf_edge.data.annotations import ImageLabels
-from cstf_edge.data.dota import check_on_error, imageset_label_files
+from cstf_edge.data.dota import check_on_error, imageset_label_files, parse_number
 from cstf_edge.errors import DataError, LabelFormatError
 from cstf_edge.geometry import canonicalize_rboxes, rbox_to_poly
 
@@ -40,13 +40,7 @@ def _number(node: ET.Element, tag: str, where: str, required: bool = True) -> fl
         if required:
             raise ValueError(f"{where} has no <{tag}> value")
         return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{where}: <{tag}> value {text.strip()!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: <{tag}> value {text.strip()!r} is not finite")
-    return value
+    return parse_number(text.strip(), f"{where}: <{tag}> value")
 
 
 def _image_path(root: ET.Element, xml_path: Path) -> Path | None:
