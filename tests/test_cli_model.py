@@ -160,8 +160,11 @@ def test_val_tiles_large_images_into_full_image_coordinates(tmp_path, capsys):
                        "--save", str(tmp_path / "task1"))
     assert summary["mAP"] > 0.5
     detections = read_task1_dir(tmp_path / "task1")
-    corners = np.concatenate([d.polygons.reshape(-1, 2) for d in detections.values()])
-    assert corners.max() > 600 and corners.min() > -50 and corners.max() < 768 + 50
+    # Full-image coordinates: every box centre inside the 768 px image (tiles never leave it), and
+    # boxes found beyond the first 512 px tile.
+    centres = np.concatenate([d.polygons.mean(axis=1) for d in detections.values()])
+    assert centres.min() >= 0 and centres.max() <= 768
+    assert (centres > 600).any()
 
 
 def test_detect_large_maps_each_tile_back(tmp_path):
