@@ -196,13 +196,21 @@ def clip_labels_to_window(labels: ImageLabels, window, subsize: int, *, thresh: 
                        [out_difficult[i] for i in order])
 
 
-def _patch_pixels(image: np.ndarray, left: int, up: int, subsize: int, pad: bool) -> np.ndarray:
-    patch = image[up:up + subsize, left:left + subsize]
-    if not pad or patch.shape[:2] == (subsize, subsize):
+def crop_window(image: np.ndarray, left: int, up: int, size: int, pad_value: int = 0) -> np.ndarray:
+    """A copy of the ``size x size`` window of ``image`` at ``(left, up)``, padded right/bottom with
+    ``pad_value`` where the image ends (the devkit pads with 0)."""
+    patch = image[up:up + size, left:left + size]
+    if patch.shape[:2] == (size, size):
         return patch.copy()
-    padded = np.zeros((subsize, subsize) + image.shape[2:], dtype=image.dtype)
+    padded = np.full((size, size) + image.shape[2:], pad_value, dtype=image.dtype)
     padded[: patch.shape[0], : patch.shape[1]] = patch
     return padded
+
+
+def _patch_pixels(image: np.ndarray, left: int, up: int, subsize: int, pad: bool) -> np.ndarray:
+    if pad:
+        return crop_window(image, left, up, subsize)
+    return image[up:up + subsize, left:left + subsize].copy()
 
 
 def split_image(image: np.ndarray, labels: ImageLabels, *, subsize: int = 1024, gap: int = 200,

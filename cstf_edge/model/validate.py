@@ -20,7 +20,7 @@ from cstf_edge._io import read_image
 from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.augment import PAD_VALUE, transform_polygons
 from cstf_edge.data.dataset import OrientedDetectionDataset
-from cstf_edge.data.split import window_origins
+from cstf_edge.data.split import crop_window, window_origins
 from cstf_edge.data.task1 import Task1Detections, write_task1_dir
 from cstf_edge.errors import EvaluationError
 from cstf_edge.eval import DotaEvalResult, evaluate_dota_arrays
@@ -32,14 +32,6 @@ from cstf_edge.model.predict import Detections, predict
 log = logging.getLogger(__name__)
 
 TILE_GAP = 200  # DOTA's split overlap
-def crop_tile(image: np.ndarray, left: int, up: int, tile: int, pad_value: int = PAD_VALUE) -> np.ndarray:
-    """The ``tile x tile`` window of ``image`` at ``(left, up)``, padded right/bottom where the image ends."""
-    patch = image[up:up + tile, left:left + tile]
-    if patch.shape[:2] == (tile, tile):
-        return patch
-    padded = np.full((tile, tile) + image.shape[2:], pad_value, dtype=image.dtype)
-    padded[: patch.shape[0], : patch.shape[1]] = patch
-    return padded
 
 
 def detect_large(model: CSTFDetector, image: np.ndarray, *, imgsz: int, reference: np.ndarray | None = None,
@@ -51,8 +43,8 @@ def detect_large(model: CSTFDetector, image: np.ndarray, *, imgsz: int, referenc
     parts = []
     for start in range(0, len(origins), batch):
         chunk = origins[start:start + batch]
-        tiles = np.stack([crop_tile(image, left, up, imgsz) for left, up in chunk])
-        refs = None if reference is None else np.stack([crop_tile(reference, left, up, imgsz) for left, up in chunk])
+        tiles = np.stack([crop_window(image, left, up, imgsz, PAD_VALUE) for left, up in chunk])
+        refs = None if reference is None else np.stack([crop_window(reference, left, up, imgsz, PAD_VALUE) for left, up in chunk])
         for (left, up), found in zip(chunk, predict(model, tiles, refs, conf=conf, iou=iou)):
             rboxes = found.rboxes.copy()
             rboxes[:, :2] += (left, up)
