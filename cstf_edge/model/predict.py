@@ -1,45 +1,14 @@
-"""Inference helpers for the PyTorch reference: confidence filtering, then class-aware rotated NMS
-(``cstf_edge.geometry.nms``, numpy). Boxes stay in network-input pixels; mapping them back to the
-original image (the letterbox inverse) is the caller's job.
+"""Inference helper for the PyTorch reference, with the runtime's post-processing
+(``cstf_edge.runtime.postprocess``: confidence filtering, class-aware exact rotated NMS). Boxes stay in
+network-input pixels; mapping them back to the original image (the letterbox inverse) is the caller's job.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from cstf_edge.geometry.nms import class_aware_nms
 from cstf_edge.model.detector import CSTFDetector, images_to_input
-
-
-@dataclass
-class Detections:
-    """One image's detections: ``rboxes [K, 5]`` canonical (input pixels), ``scores [K]``,
-    ``class_ids [K]``, sorted by decreasing score."""
-
-    rboxes: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
-def postprocess(detections: np.ndarray, conf: float = 0.25, iou: float = 0.5, max_candidates: int = 3000,
-                max_det: int = 300) -> Detections:
-    """One image's raw ``detections [N, 5 + C]`` -> filtered, NMS-ed :class:`Detections`.
-
-    Each anchor contributes its best class (single label), as the DOTA evaluation expects one class per box.
-    """
-    class_scores = detections[:, 5:]
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(class_scores)), class_ids]
-    candidates = np.flatnonzero(scores >= conf)
-    candidates = candidates[np.argsort(-scores[candidates], kind="stable")[:max_candidates]]
-    rboxes = detections[candidates, :5].astype(np.float64)
-    keep = class_aware_nms(rboxes, scores[candidates], class_ids[candidates], iou)[:max_det]
-    return Detections(rboxes[keep], scores[candidates][keep].astype(np.float32), class_ids[candidates][keep])
+from cstf_edge.runtime.postprocess import Detections, postprocess
 
 
 @torch.no_grad()
