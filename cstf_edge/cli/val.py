@@ -66,7 +66,7 @@ def run(args) -> int:
     require_train_extra()
     from cstf_edge.model.checkpoint import load_weights, shipped_weights
     from cstf_edge.model.train import resolve_device
-    from cstf_edge.model.train_data import load_labelled_dir
+    from cstf_edge.data.labelled import load_labelled_dir
     from cstf_edge.model.validate import validate
 
     weights = args.weights or shipped_weights()

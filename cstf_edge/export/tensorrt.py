@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from cstf_edge._io import atomic_write_bytes, atomic_write_text
-from cstf_edge.errors import CstfError
+from cstf_edge.export.errors import ExportError
 from cstf_edge.export.tensorrt_calib import (CalibrationBatches, CalibrationCache, CalibrationError,
                                              calibration_cache_key, make_entropy_calibrator)
 from cstf_edge.runtime.artifact import PRECISIONS, ArtifactInfo, sidecar_path
@@ -49,7 +49,7 @@ QDQ_HINT = "export the Q/DQ INT8 ONNX (python -m cstf_edge.export --weights W --
 FP16_HINT = "export the FP16 ONNX (python -m cstf_edge.export --weights W --precision fp16, ModelOpt AutoCast)"
 
 
-class TensorRTBuildError(CstfError):
+class TensorRTBuildError(ExportError):
     """An engine cannot be built as asked (precision impossible on this TensorRT, ONNX the parser refuses,
     bad batch range, DLA unavailable); the message says what would work."""
 

@@ -11,6 +11,7 @@ import torch
 
 from cstf_edge.data.annotations import ImageLabels
 from cstf_edge.data.dataset import OrientedDetectionDataset, TrainingSample
+from cstf_edge.data.labelled import data_layout, load_labelled_dir  # noqa: F401 (re-exported)
 from cstf_edge.errors import DataError
 from cstf_edge.model.loss import Targets
 
@@ -67,10 +68,6 @@ def seed_worker(worker_id: int) -> None:
 
 # ---------------------------------------------------------------------------------------- data layouts
 
-HRSC_DIRS = ("AllImages", "Annotations")
-DOTA_DIRS = ("images", "labelTxt")
-
-
 @dataclass(frozen=True)
 class DataSpec:
     """Where a run's data lives: a training folder, an optional validation folder, and the class list
@@ -79,15 +76,6 @@ class DataSpec:
     train: Path
     val: Path | None = None
     class_names: tuple[str, ...] | None = None
-
-
-def data_layout(root: Path) -> str | None:
-    """``"dota"`` (``images/`` + ``labelTxt/``), ``"hrsc"`` (``AllImages/`` + ``Annotations/``) or None."""
-    if all((root / name).is_dir() for name in DOTA_DIRS):
-        return "dota"
-    if all((root / name).is_dir() for name in HRSC_DIRS):
-        return "hrsc"
-    return None
 
 
 def resolve_data(data, val=None) -> DataSpec:
@@ -130,26 +118,6 @@ def _spec_from_toml(path: Path) -> DataSpec:
     val = table.get("val")
     return DataSpec(path.parent / table["train"], None if val is None else path.parent / val,
                     tuple(classes) if classes else None)
-
-
-def load_labelled_dir(root) -> list[ImageLabels]:
-    """Labels (with ``image_path``) of every image of a DOTA- or HRSC2016-layout folder, sorted by id;
-    HRSC2016 objects are read class-agnostically (``ship``)."""
-    from cstf_edge.data.dota import load_dota_dir
-    from cstf_edge.data.hrsc import read_hrsc_xml
-
-    root = Path(root)
-    layout = data_layout(root)
-    if layout == "hrsc":
-        labels = [read_hrsc_xml(xml) for xml in sorted((root / "Annotations").glob("*.xml"))]
-    elif layout == "dota":
-        labels = load_dota_dir(root)
-    else:
-        raise DataError(f"{root}: expected images/ + labelTxt/ (DOTA) or AllImages/ + Annotations/ (HRSC2016)")
-    labels = sorted((item for item in labels if item.image_path is not None), key=lambda item: item.image_id)
-    if not labels:
-        raise DataError(f"{root}: no labelled images found (looked in {root / DOTA_DIRS[0]} or {root / HRSC_DIRS[0]})")
-    return labels
 
 
 def modality_references(root, modality: str, labels: list[ImageLabels]) -> dict[str, Path]:

@@ -22,8 +22,8 @@ from cstf_edge.data.augment import PAD_VALUE, transform_polygons
 from cstf_edge.data.dataset import OrientedDetectionDataset
 from cstf_edge.data.split import crop_window, window_origins
 from cstf_edge.data.task1 import Task1Detections, write_task1_dir
-from cstf_edge.errors import EvaluationError
 from cstf_edge.eval import DotaEvalResult, evaluate_dota_arrays
+from cstf_edge.eval.detector_map import evaluated_classes
 from cstf_edge.geometry import rbox_to_poly
 from cstf_edge.geometry.nms import class_aware_nms
 from cstf_edge.model.detector import CSTFDetector
@@ -96,20 +96,6 @@ def detect_labelled_set(model: CSTFDetector, labels: list[ImageLabels], class_na
     return {name: Task1Detections([d[0] for d in dets], [d[1] for d in dets],
                                   np.array([d[2] for d in dets]).reshape(-1, 4, 2))
             for name, dets in found.items()}
-
-
-def evaluated_classes(labels: list[ImageLabels], class_names) -> list[str]:
-    """The model's classes that the ground truth has objects of (in the model's order). Ground-truth
-    classes the model has no output for are left out with a warning; none in common is an error."""
-    present = {name for item in labels for name in item.classes}
-    classes = [name for name in class_names if name in present]
-    unknown = sorted(present - set(class_names))
-    if not classes:
-        raise EvaluationError(f"the model's classes {list(class_names)} share none with the ground truth's "
-                              f"{sorted(present)}; validate on data labelled with the model's classes")
-    if unknown:
-        log.warning("ground-truth classes the model does not detect, not evaluated: %s", unknown)
-    return classes
 
 
 def validate(model: CSTFDetector, labels: list[ImageLabels], class_names, *, imgsz: int, batch: int = 16,

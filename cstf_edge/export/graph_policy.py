@@ -1,0 +1,41 @@
+"""Which nodes of the exported CSTF graph stay in FP32 whatever the precision, by construction.
+
+The exported graph's node names follow the PyTorch modules (``/backbone/...``, ``/cstf/...``, ``/neck/...``,
+``/head/...``); everything outside those scopes is the in-graph decode (anchor points, distances -> boxes,
+angle canonicalisation, class sigmoid), which works on input pixels and must keep FP32.
+
+- FP16: the decode, and the correspondence SoftMax with its log/exp/reductions (entropy and max of the
+  SoftMax are fused back as confidences; FP16 loses them for near-uniform rows).
+- INT8: additionally the head's output convolutions (class logits, box distances, angle) — quantizing them
+  moves boxes by whole pixels — and every non-convolution of the CSTF block. The per-layer sensitivity sweep
+  (``cstf_edge.export.sensitivity``) adds the groups it measures as costly.
+"""
+from __future__ import annotations
+
+MODULE_SCOPES = ("/backbone/", "/neck/", "/cstf/", "/head/")
+CORRESPONDENCE_FLOAT_OPS = {"Softmax", "MatMul", "Log", "Exp", "ReduceSum", "ReduceMax", "ReduceL2", "Div",
+                            "Softplus", "Neg", "Sub", "Clip"}
+
+
+def is_decode(name: str) -> bool:
+    return not name.startswith(MODULE_SCOPES)
+
+
+def fp16_float_nodes(graph) -> list[str]:
+    """Nodes an FP16 export keeps in FP32."""
+    return [n.name for n in graph.node
+            if is_decode(n.name) or (n.name.startswith("/cstf/") and n.op_type in CORRESPONDENCE_FLOAT_OPS)]
+
+
+def int8_float_nodes(graph) -> list[str]:
+    """Nodes an INT8 export never quantizes."""
+    return [n.name for n in graph.node
+            if is_decode(n.name) or "_out/" in n.name or (n.name.startswith("/cstf/") and n.op_type != "Conv")]
+
+
+def node_group(name: str) -> str:
+    """The sensitivity-sweep group of a node: its module two levels deep (``/neck/top_down3``,
+    ``/head/levels.0/cls_branch``...)."""
+    parts = [p for p in name.split("/") if p]
+    depth = 3 if parts and parts[0] == "head" else 2
+    return "/" + "/".join(parts[:depth]) if len(parts) > depth else "/" + "/".join(parts[:-1] or parts)

@@ -1,0 +1,204 @@
+"""The export pipeline: weights -> FP32 ONNX (+ parity against PyTorch) -> FP16 ONNX -> INT8 Q/DQ ONNX
+(calibration, sensitivity sweep) -> accuracy gates on a validation set -> TensorRT engine (target tensorrt),
+each artifact with ``<artifact>.report.json`` and one ``export_report.json`` for the whole run.
+
+Files, for ``--out DIR`` and name ``cstf-n-1024`` (model and input size)::
+
+    DIR/cstf-n-1024.fp32.onnx   DIR/cstf-n-1024.fp16.onnx   DIR/cstf-n-1024.int8.onnx
+    DIR/<artifact>.report.json  DIR/cstf-n-1024.int8.sensitivity.json  DIR/export_report.json
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cstf_edge import __version__
+from cstf_edge._io import atomic_write_text
+from cstf_edge.export import accuracy, sensitivity
+from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest, cache_dir, cache_key, fingerprint
+from cstf_edge.export.errors import ExportError
+from cstf_edge.export.fp16 import convert_fp16
+from cstf_edge.export.graph_policy import int8_float_nodes
+from cstf_edge.export.onnx_export import export_onnx, load_checkpoint, sha256_file
+from cstf_edge.export.options import ExportOptions
+from cstf_edge.export.parity import compare_outputs
+from cstf_edge.export.quantize_ort import count_qdq, finish_int8, quantize, run_onnx
+from cstf_edge.runtime.artifact import ArtifactInfo
+from cstf_edge.runtime.preprocess import PreprocessSpec, preprocess_batch
+
+log = logging.getLogger(__name__)
+
+PARITY_IMAGES = 2
+
+
+class ExportRun:
+    """One export, step by step; :meth:`run` does them all and returns the summary report."""
+
+    def __init__(self, options: ExportOptions, progress: bool = True):
+        from cstf_edge.model.checkpoint import shipped_weights
+
+        self.options = options
+        self.progress = progress
+        self.weights = Path(options.weights) if options.weights else shipped_weights()
+        self.model, self.meta = load_checkpoint(self.weights)
+        self.source_sha = sha256_file(self.weights)
+        self.out = Path(options.out)
+        self.name = options.name or f"{self.meta['model']}-{options.imgsz}"
+        self.spec = PreprocessSpec(options.imgsz, options.imgsz)
+        self.artifacts: dict[str, Path] = {}
+        self.reports: dict[str, dict] = {}
+        self.val_labels, self.val_description = None, None
+
+    def path(self, precision: str) -> Path:
+        return self.out / f"{self.name}.{precision}.onnx"
+
+    def parity_inputs(self) -> list[np.ndarray]:
+        """A few preprocessed images: validation images when there are, else SynthRS-like noise."""
+        if self.val_labels:
+            from cstf_edge._io import read_image
+
+            return [preprocess_batch([read_image(item.image_path)], self.spec)[0]
+                    for item in self.val_labels[:PARITY_IMAGES]]
+        rng = np.random.default_rng(0)
+        return [rng.random((1, 3, self.options.imgsz, self.options.imgsz), dtype=np.float32)
+                for _ in range(PARITY_IMAGES)]
+
+    def export_fp32(self) -> ArtifactInfo:
+        self.out.mkdir(parents=True, exist_ok=True)
+        info = export_onnx(self.model, self.meta, self.options, self.path("fp32"), self.source_sha)
+        self.artifacts["fp32"] = self.path("fp32")
+        inputs = self.parity_inputs()
+        import torch
+
+        with torch.no_grad():
+            reference = np.concatenate([self.model(torch.from_numpy(x)).numpy() for x in inputs])
+        self._report("fp32", info, compare_outputs(reference, run_onnx(self.path("fp32"), inputs)), "pytorch fp32")
+        return info
+
+    def export_fp16(self, info: ArtifactInfo) -> None:
+        fp16_info = convert_fp16(self.path("fp32"), self.path("fp16"), info)
+        self.artifacts["fp16"] = self.path("fp16")
+        self._compare_to_fp32("fp16", fp16_info)
+
+    def export_int8(self, info: ArtifactInfo) -> None:
+        if not self.options.calib:
+            raise ExportError("INT8 needs a calibration set: --calib calibration/synthrs-calib.toml (or a profile "
+                              "that names one, e.g. --profile export/cpu-int8.toml)")
+        manifest = CalibrationManifest.load(self.options.calib)
+        paths = manifest.image_paths(self.progress)
+        batcher = CalibrationBatcher(paths, self.spec)
+        key = cache_key(sha256_file(self.path("fp32")), json.dumps(self.spec.to_metadata(), sort_keys=True),
+                        fingerprint(paths), self.options.calib_method, self.options.target)
+        cache = cache_dir() / "calibration" / f"{self.name}-{key}.json"
+        log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
+                 self.options.calib_method, cache, "reused" if cache.is_file() else "new")
+        base = int8_float_nodes(_load_graph(self.path("fp32")))
+        staging = self.out / f".{self.name}.int8.staging.onnx"
+        rows, float_groups = self._sensitivity(batcher, base, cache, staging)
+        exclude = base + [node for row in float_groups for node in row]
+        self._quantize(staging, batcher, cache, exclude)
+        extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
+                 "fp32_nodes": len(exclude), "quantized_tensors": count_qdq(staging),
+                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
+        int8_info = finish_int8(staging, self.path("int8"), info, extra)
+        self.artifacts["int8"] = self.path("int8")
+        self._compare_to_fp32("int8", int8_info)
+
+    def _quantize(self, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
+        if self.options.target == "tensorrt":
+            from cstf_edge.export.quantize_modelopt import quantize_modelopt
+
+            quantize_modelopt(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method,
+                              exclude=exclude, cache_path=cache)
+        else:
+            quantize(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
+                     exclude=exclude)
+
+    def _sensitivity(self, batcher, base: list[str], cache: Path, staging: Path):
+        """Sweep (or reuse the cached sweep); returns the table and the node lists of FP32 groups."""
+        graph = _load_graph(self.path("fp32"))
+        groups = sensitivity.quantizable_groups(graph, set(base))
+        table_cache = cache.with_suffix(".sensitivity.json")
+        rows = sensitivity.load_table(table_cache) if self.options.sensitivity else []
+        if self.options.sensitivity and rows is None:
+            if not cache.is_file():  # calibrate once (writes the cache the sweep reuses)
+                self._quantize(staging, batcher, cache, base)
+            inputs = [batch for batch, _ in zip(batcher, range(PARITY_IMAGES))]
+            rows = sensitivity.sweep(self.path("fp32"), groups, inputs, method=self.options.calib_method,
+                                     cache_path=cache, progress=self.progress)
+            sensitivity.choose_float_groups(rows)
+            sensitivity.save_table(rows, table_cache)
+        rows = rows or []
+        if rows:
+            sensitivity.save_table(rows, self.out / f"{self.name}.int8.sensitivity.json")
+            log.info("sensitivity sweep:\n%s", sensitivity.format_table(rows))
+        return rows, [groups.get(r.group, []) for r in rows if r.kept_fp32]
+
+    def _compare_to_fp32(self, precision: str, info: ArtifactInfo) -> None:
+        inputs = self.parity_inputs()
+        parity = compare_outputs(run_onnx(self.path("fp32"), inputs), run_onnx(self.path(precision), inputs))
+        self._report(precision, info, parity, "onnx fp32")
+
+    def _report(self, precision: str, info: ArtifactInfo, parity, against: str) -> None:
+        path = self.artifacts[precision]
+        self.reports[precision] = {"artifact": str(path), "precision": precision, "bytes": path.stat().st_size,
+                                   "parity": {"against": against, **parity.as_dict()}, "metadata": json.loads(
+                                       info.to_json())}
+
+    def evaluate(self) -> None:
+        for precision, path in self.artifacts.items():
+            self.reports[precision]["accuracy"] = accuracy.artifact_map(path, self.val_labels, self.progress)
+            self.reports[precision]["latency_ms_batch1_cpu"] = accuracy.latency_ms(path)
+
+    def gates(self) -> dict:
+        gates = {}
+        fp32 = self.reports["fp32"]["parity"]["detection_parity"]
+        gates["fp32_detection_parity"] = {"value": fp32, "limit": accuracy.FP32_MIN_PARITY,
+                                          "passed": fp32 >= accuracy.FP32_MIN_PARITY}
+        maps = {p: r["accuracy"] for p, r in self.reports.items() if "accuracy" in r}
+        return {**gates, **accuracy.accuracy_gates(maps)}
+
+    def run(self) -> dict:
+        start = time.perf_counter()
+        if self.options.val:
+            self.val_labels, self.val_description = accuracy.load_validation(self.options.val, self.progress)
+        info = self.export_fp32()
+        if self.options.precision in ("fp16", "int8"):
+            self.export_fp16(info)
+        if self.options.precision == "int8":
+            self.export_int8(info)
+        if self.val_labels:
+            self.evaluate()
+        summary = self._summary(time.perf_counter() - start)
+        self._write(summary)
+        return summary
+
+    def _summary(self, seconds: float) -> dict:
+        gates = self.gates()
+        return {"cstf_edge": __version__, "weights": str(self.weights), "weights_sha256": self.source_sha,
+                "options": {k: v for k, v in vars(self.options).items() if k != "extra"},
+                "validation": self.val_description, "artifacts": self.reports, "gates": gates,
+                "passed": all(g["passed"] for g in gates.values()), "seconds": round(seconds, 1),
+                "host": {"machine": platform.machine(), "processor": platform.processor(),
+                         "python": platform.python_version()}}
+
+    def _write(self, summary: dict) -> None:
+        for report in self.reports.values():
+            atomic_write_text(Path(report["artifact"] + ".report.json"), json.dumps(report, indent=2) + "\n")
+        atomic_write_text(self.out / "export_report.json", json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _load_graph(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def run_export(options: ExportOptions, progress: bool = True) -> dict:
+    """Export as ``options`` says; returns the summary (also written to ``<out>/export_report.json``)."""
+    return ExportRun(options.check(), progress).run()

@@ -1,0 +1,108 @@
+"""INT8 Q/DQ ONNX for CPU targets with ONNX Runtime's static quantizer.
+
+U8 activations and S8 per-channel weights (the fast pair for ONNX Runtime's x86 and Arm kernels), QDQ format,
+operators ``QUANT_OP_TYPES`` only, and never the nodes of ``graph_policy.int8_float_nodes`` nor the groups the
+sensitivity sweep keeps in FP32. Tensor ranges come from the calibration batcher (the runtime's
+preprocessing) and are cached by ONNX Runtime's ``calibration_cache_path`` under a key of the model hash,
+preprocessing, calibration images and method: a second export with the same inputs skips calibration.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cstf_edge._io import atomic_write_bytes
+from cstf_edge.export.calibration import CalibrationBatcher
+from cstf_edge.export.errors import ExportError
+from cstf_edge.export.onnx_export import set_metadata
+from cstf_edge.runtime.artifact import ArtifactInfo
+
+log = logging.getLogger(__name__)
+
+QUANT_OP_TYPES = ["Conv", "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize"]
+PERCENTILE = 99.999
+CALIBRATION_STRIDE = 4  # batches calibrated at once (ONNX Runtime keeps every activation of a stride in memory)
+
+
+def _quantization():
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise ExportError("INT8 for ONNX Runtime needs onnxruntime (pip install onnxruntime)") from None
+    return quantization
+
+
+def _reader(batcher: CalibrationBatcher):
+    q = _quantization()
+
+    class BatcherReader(q.CalibrationDataReader):
+        """ONNX Runtime's reader interface over the project's calibration batcher; ``set_range`` lets the
+        quantizer calibrate a few batches at a time (``CalibStridedMinMax``), which bounds memory."""
+
+        def __init__(self):
+            self.set_range(0, len(batcher))
+
+        def __len__(self) -> int:
+            return len(batcher)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.batches = batcher.batches(start_index, end_index)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
+
+    return BatcherReader()
+
+
+def _method(name: str):
+    q = _quantization()
+    return {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+            "percentile": q.CalibrationMethod.Percentile}[name]
+
+
+def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | None, method: str,
+             cache_path: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> None:
+    """Write a Q/DQ model of ``fp32_path`` (no metadata). ``exclude``: nodes kept FP32; ``only``: quantize
+    just these nodes (the sensitivity sweep). Calibration runs unless ``cache_path`` holds its result."""
+    q = _quantization()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"CalibPercentile": PERCENTILE}
+    if batcher is not None and len(batcher) % CALIBRATION_STRIDE == 0:
+        extra["CalibStridedMinMax"] = CALIBRATION_STRIDE
+    q.quantize_static(str(fp32_path), str(out_path), None if cache_path.is_file() else _reader(batcher),
+                      quant_format=q.QuantFormat.QDQ, op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
+                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                      nodes_to_quantize=only or [], nodes_to_exclude=exclude or [],
+                      calibrate_method=_method(method), extra_options=extra,
+                      calibration_cache_path=str(cache_path))
+
+
+def finish_int8(qdq_path: Path, out_path: Path, info: ArtifactInfo, extra: dict) -> ArtifactInfo:
+    """Add the artifact metadata to a Q/DQ model and move it atomically to ``out_path``."""
+    import onnx
+
+    model = onnx.load(str(qdq_path))
+    int8_info = ArtifactInfo(**{**info.__dict__, "precision": "int8", "extra": {**info.extra, **extra}})
+    set_metadata(model, int8_info)
+    atomic_write_bytes(out_path, model.SerializeToString())
+    qdq_path.unlink(missing_ok=True)
+    return int8_info
+
+
+def count_qdq(path: Path) -> int:
+    import onnx
+
+    return sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+
+def run_onnx(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
+    """Outputs of an ONNX model (CPU) on a list of ``[1, 3, H, W]`` inputs, stacked."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"images": x})[0] for x in inputs])
