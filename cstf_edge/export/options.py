@@ -66,6 +66,9 @@ class ExportOptions:
             low, high = self.dynamic_batch
             if not 1 <= low <= high:
                 raise ExportError(f"--dynamic-batch {low}:{high} must satisfy 1 <= min <= max, e.g. 1:8")
+        if self.precision == "int8" and not self.calib:
+            raise ExportError("INT8 needs a calibration set: --calib calibration/synthrs-calib.toml (or a profile "
+                              "that names one, e.g. --profile export/cpu-int8.toml)")
         if self.dla_core is not None and self.target != "tensorrt":
             raise ExportError("--dla-core applies to TensorRT engines on Jetson only; add --target tensorrt")
         return self

@@ -21,7 +21,6 @@ from cstf_edge import __version__
 from cstf_edge._io import atomic_write_text
 from cstf_edge.export import accuracy, sensitivity
 from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest, cache_dir, cache_key, fingerprint
-from cstf_edge.export.errors import ExportError
 from cstf_edge.export.fp16 import convert_fp16
 from cstf_edge.export.graph_policy import int8_float_nodes
 from cstf_edge.export.onnx_export import export_onnx, load_checkpoint, sha256_file
@@ -86,9 +85,6 @@ class ExportRun:
         self._compare_to_fp32("fp16", fp16_info)
 
     def export_int8(self, info: ArtifactInfo) -> None:
-        if not self.options.calib:
-            raise ExportError("INT8 needs a calibration set: --calib calibration/synthrs-calib.toml (or a profile "
-                              "that names one, e.g. --profile export/cpu-int8.toml)")
         manifest = CalibrationManifest.load(self.options.calib)
         paths = manifest.image_paths(self.progress)
         batcher = CalibrationBatcher(paths, self.spec)
@@ -174,9 +170,36 @@ class ExportRun:
             self.export_int8(info)
         if self.val_labels:
             self.evaluate()
+        engine_problem = self.build_tensorrt() if self.options.target == "tensorrt" else None
         summary = self._summary(time.perf_counter() - start)
         self._write(summary)
+        if engine_problem is not None:
+            raise engine_problem
         return summary
+
+    def build_tensorrt(self) -> Exception | None:
+        """Build the engine of the requested precision; returns (not raises) why it could not be built, so the
+        ONNX artifacts and reports are still written."""
+        from cstf_edge.export import tensorrt
+        from cstf_edge.runtime.artifact import read_onnx_info
+        from cstf_edge.runtime.errors import BackendUnavailableError
+
+        precision = self.options.precision
+        onnx_path = self.artifacts[precision]
+        engine = onnx_path.with_suffix(".engine")
+        info = read_onnx_info(onnx_path, {p.key: p.value for p in _load_model(onnx_path).metadata_props})
+        low, high = self.options.dynamic_batch or (None, None)
+        try:
+            tensorrt.build_engine(onnx_path, engine, precision=precision, sidecar_info=info, min_batch=low,
+                                  max_batch=high, workspace_gib=self.options.workspace_gib,
+                                  timing_cache=self.out / "timing.cache", dla_core=self.options.dla_core)
+        except BackendUnavailableError as exc:
+            self.reports[precision]["tensorrt"] = {"built": False, "reason": str(exc)}
+            return BackendUnavailableError(f"{exc}. The ONNX artifacts are in {self.out}; build the engine on the "
+                                           f"target machine: python -m cstf_edge.export --profile ... there, or "
+                                           f"trtexec --onnx={onnx_path} --saveEngine={engine.name} --stronglyTyped")
+        self.reports[precision]["tensorrt"] = {"built": True, "engine": str(engine)}
+        return None
 
     def _summary(self, seconds: float) -> dict:
         gates = self.gates()
@@ -193,10 +216,14 @@ class ExportRun:
         atomic_write_text(self.out / "export_report.json", json.dumps(summary, indent=2, default=str) + "\n")
 
 
-def _load_graph(path: Path):
+def _load_model(path: Path):
     import onnx
 
-    return onnx.load(str(path), load_external_data=False).graph
+    return onnx.load(str(path), load_external_data=False)
+
+
+def _load_graph(path: Path):
+    return _load_model(path).graph
 
 
 def run_export(options: ExportOptions, progress: bool = True) -> dict:

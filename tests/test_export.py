@@ -1,0 +1,180 @@
+"""Export: options and profiles, calibration manifests, the FP32/FP16/INT8 pipeline end to end at a small
+input size (parity, metadata the runtime reads, calibration cache reuse, gates), and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from cstf_edge.cli import main  # noqa: E402
+from cstf_edge.data.synthrs import generate_dataset  # noqa: E402
+from cstf_edge.export import ExportError, ExportOptions, build_options, run_export  # noqa: E402
+from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest  # noqa: E402
+from cstf_edge.export.options import load_profile  # noqa: E402
+from cstf_edge.runtime import Detector, PreprocessSpec  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 256
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSTF_EDGE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("scenes")
+    generate_dataset(root / "calib", 8, size=SIZE, seed=3, progress=False)
+    generate_dataset(root / "val", 6, size=SIZE, seed=2, progress=False)
+    manifest = root / "calib.toml"
+    manifest.write_text(f'source = "dir"\npath = "{root / "calib" / "images"}"\ncount = 8\n')
+    return {"calib": manifest, "val": root / "val"}
+
+
+def test_every_shipped_profile_loads_and_checks():
+    profiles = sorted((REPO / "export").glob("*.toml"))
+    assert {p.stem for p in profiles} >= {"cpu-int8", "orin-nano-int8", "orin-fp16", "ground-station-fp16",
+                                          "ground-station-int8"}
+    for profile in profiles:
+        options = build_options(str(profile), {})
+        assert options.precision in ("fp16", "int8") and options.imgsz == 1024
+        if options.precision == "int8":
+            assert Path(options.calib).is_file(), profile
+
+
+def test_flags_override_a_profile():
+    options = build_options(str(REPO / "export" / "cpu-int8.toml"), {"imgsz": 512, "calib_method": None})
+    assert options.imgsz == 512 and options.calib_method == "minmax" and options.precision == "int8"
+
+
+def test_profile_with_an_unknown_key_names_it(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('precision = "int8"\nimg_size = 1024\n')
+    with pytest.raises(ExportError, match="img_size"):
+        load_profile(bad)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"imgsz": 1000}, "multiple of 64"),
+    ({"precision": "int4"}, "int4"),
+    ({"dynamic_batch": (4, 2)}, "4:2"),
+    ({"dla_core": 0}, "--target tensorrt"),
+    ({"precision": "int8"}, "calibration set"),
+])
+def test_impossible_options_are_refused(overrides, message):
+    with pytest.raises(ExportError, match=message):
+        build_options(None, overrides)
+
+
+def test_calibration_manifest_errors(tmp_path):
+    small = tmp_path / "small.toml"
+    small.write_text('source = "synthrs"\ncount = 2\n')
+    with pytest.raises(ExportError, match="too small"):
+        CalibrationManifest.load(small)
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'source = "dir"\npath = "{tmp_path / "nowhere"}"\ncount = 8\n')
+    with pytest.raises(ExportError, match="does not exist"):
+        CalibrationManifest.load(missing).image_paths()
+
+
+def test_calibration_batcher_names_an_unreadable_image(tmp_path, scenes):
+    good = sorted((scenes["val"] / "images").glob("*.png"))[:2]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    batcher = CalibrationBatcher(good + [broken], PreprocessSpec(SIZE, SIZE), batch=1)
+    with pytest.raises(ExportError, match="broken.png"):
+        list(batcher)
+
+
+def test_calibration_batches_equal_the_runtime_preprocessing(scenes):
+    from cstf_edge._io import read_image
+    from cstf_edge.runtime import preprocess_batch
+
+    paths = sorted((scenes["val"] / "images").glob("*.png"))[:3]
+    spec = PreprocessSpec(SIZE, SIZE)
+    batches = list(CalibrationBatcher(paths, spec, batch=2))
+    assert [b.shape[0] for b in batches] == [2, 1]
+    expected = preprocess_batch([read_image(p) for p in paths], spec)[0]
+    np.testing.assert_array_equal(np.concatenate(batches), expected)
+
+
+@pytest.mark.slow
+def test_int8_export_end_to_end(tmp_path, scenes):
+    options = ExportOptions(precision="int8", imgsz=SIZE, calib=str(scenes["calib"]), val=str(scenes["val"]),
+                            out=str(tmp_path / "out"))
+    summary = run_export(options, progress=False)
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    for precision in ("fp32", "fp16", "int8"):
+        assert f"cstf-n-{SIZE}.{precision}.onnx" in names
+        assert f"cstf-n-{SIZE}.{precision}.onnx.report.json" in names
+        report = summary["artifacts"][precision]
+        assert 0.0 <= report["accuracy"]["map50_voc07"] <= 100.0
+        assert report["latency_ms_batch1_cpu"] > 0
+    assert "cstf-n-256.int8.sensitivity.json" in names
+    assert not [n for n in names if n.startswith(".")], "staging files left behind"
+    fp32 = summary["artifacts"]["fp32"]["parity"]
+    assert fp32["against"] == "pytorch fp32" and fp32["max_abs_error"] < 1e-2
+    assert summary["gates"]["fp32_detection_parity"]["passed"]
+    assert set(summary["gates"]) == {"fp32_detection_parity", "fp16_map_drop", "int8_map_drop"}
+    sweep = json.loads((out / "cstf-n-256.int8.sensitivity.json").read_text())
+    assert len(sweep) > 10 and all(row["score_error"] >= 0 for row in sweep)
+    # The runtime reads what the export wrote, and the INT8 model carries Q/DQ nodes and its calibration.
+    with Detector(out / "cstf-n-256.int8.onnx") as detector:
+        assert detector.info.precision == "int8" and detector.info.imgsz == (SIZE, SIZE)
+        assert detector.info.extra["calibration"]["method"] == "minmax"
+        assert detector.info.extra["quantized_tensors"] > 50
+        found = detector.detect(np.full((300, 200, 3), 90, np.uint8))
+        assert found.image_shape == (300, 200)
+    # A second export with the same inputs reuses the calibration ranges and the sweep (no image is read).
+    options.out, options.val = str(tmp_path / "again"), None
+    import cstf_edge.export.calibration as calibration
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibration images were read again")
+
+    original = calibration.CalibrationBatcher.batches
+    calibration.CalibrationBatcher.batches = refuse
+    try:
+        again = run_export(options, progress=False)
+    finally:
+        calibration.CalibrationBatcher.batches = original
+    assert again["artifacts"]["int8"]["metadata"]["extra"]["calibration"]["cache_key"] == \
+        summary["artifacts"]["int8"]["metadata"]["extra"]["calibration"]["cache_key"]
+
+
+def test_cli_refuses_a_corrupt_checkpoint_and_leaves_nothing(tmp_path):
+    weights = tmp_path / "broken.safetensors"
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    out = tmp_path / "out"
+    code = main(["export", "--weights", str(weights), "--imgsz", str(SIZE), "--out", str(out)])
+    assert code == 2
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_int8_without_calibration_set_is_a_clear_error(tmp_path, caplog):
+    code = main(["export", "--precision", "int8", "--imgsz", str(SIZE), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--calib" in caplog.text
+
+
+def test_python_dash_m_entry_shows_help(capsys):
+    import runpy
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["python -m cstf_edge.export", "--help"]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_module("cstf_edge.export", run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert stop.value.code == 0
+    assert "export/cpu-int8.toml" in capsys.readouterr().out
