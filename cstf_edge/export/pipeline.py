@@ -112,6 +112,17 @@ class ExportRun:
             quantize_modelopt(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method,
                               exclude=exclude, cache_path=cache)
         else:
+            self._calibrate(out, batcher, cache, exclude)
+
+    def _calibrate(self, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
+        """ONNX Runtime calibration whose ranges land in ``cache`` (Model Optimizer caches none): the CPU
+        quantizer, or for TensorRT targets its symmetric S8 twin."""
+        if self.options.target == "tensorrt":
+            from cstf_edge.export.quantize_modelopt import quantize_symmetric_ort
+
+            quantize_symmetric_ort(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method,
+                                   exclude=exclude, cache_path=cache)
+        else:
             quantize(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
                      exclude=exclude)
 
@@ -122,8 +133,8 @@ class ExportRun:
         table_cache = cache.with_suffix(".sensitivity.json")
         rows = sensitivity.load_table(table_cache) if self.options.sensitivity else []
         if self.options.sensitivity and rows is None:
-            if not cache.is_file():  # calibrate once (writes the cache the sweep reuses)
-                self._quantize(staging, batcher, cache, base)
+            if not cache.is_file():  # calibrate once with ONNX Runtime (writes the ranges the sweep reuses)
+                self._calibrate(staging, batcher, cache, base)
             inputs = [batch for batch, _ in zip(batcher, range(PARITY_IMAGES))]
             rows = sensitivity.sweep(self.path("fp32"), groups, inputs, method=self.options.calib_method,
                                      cache_path=cache, progress=self.progress)
