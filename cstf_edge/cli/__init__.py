@@ -14,15 +14,19 @@ from cstf_edge.errors import CstfError
 log = logging.getLogger("cstf_edge")
 
 # Subcommand modules, in the order `--help` lists them.
-_SUBCOMMANDS = ("synth", "split", "eval_dota", "info", "train", "val")
+_SUBCOMMANDS = ("demo", "synth", "split", "eval_dota", "info", "train", "val", "export", "run", "bench")
 
 _EPILOG = """examples:
+  cstf-edge demo                                      the whole pipeline on SynthRS scenes in a few minutes
   cstf-edge synth data/synth --n 200 --seed 1         make a SynthRS data set (DOTA layout)
   cstf-edge split DOTA/train DOTA/train_1024          cut large images into 1024 px patches
   cstf-edge eval-dota --results out/ --labels data/synth/labelTxt --json
   cstf-edge info --model cstf-n --imgsz 1024          parameters and GFLOPs beside YOLOv8n-obb
   cstf-edge train --data data/synth --val data/synth_val --epochs 15 --out runs/synth
   cstf-edge val --data data/synth_val --json          mAP of the shipped weights (or --weights W)
+  cstf-edge run scenes/ --model cstf-n.onnx --out out  detect with an exported model (DOTA, Task1, JSON)
+  cstf-edge export --profile export/cpu-int8.toml     FP32 + INT8 ONNX with parity and accuracy gates
+  cstf-edge bench --data calibration/synthrs-val.toml  accuracy vs FPS of torch/ONNX Runtime/TensorRT x precisions
 """
 
 

@@ -1,0 +1,96 @@
+"""The accuracy-vs-speed picture: mAP (VOC07) against end-to-end FPS, one labelled point per variant, the
+Pareto front (variants no other variant beats on both) drawn as a step line and ringed. Drawn with
+matplotlib's object API on the Agg canvas (no pyplot, no global backend switch)."""
+from __future__ import annotations
+
+import io
+
+BACKEND_COLORS = {"torch": "#d62728", "onnxruntime": "#1f77b4", "tensorrt": "#2ca02c"}
+PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "D"}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points ``(speed, accuracy)`` that no other point dominates (at least as fast and as
+    accurate, and better in one), ordered by increasing speed. Equal points are all kept."""
+    front = []
+    for i, (speed, accuracy) in enumerate(points):
+        dominated = any(s >= speed and a >= accuracy and (s > speed or a > accuracy)
+                        for j, (s, a) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def _axes(figure, rows: list[dict]):
+    axes = figure.add_subplot(1, 1, 1)
+    speeds = [r["speed"]["fps"] for r in rows if r["speed"]["fps"]]
+    if speeds and max(speeds) / min(speeds) > 20:
+        axes.set_xscale("log")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.set_xlabel("end-to-end throughput (images/s = FPS; decode + pre + infer + post)")
+    axes.set_ylabel("mAP50, VOC07 11-point (%)")
+    return axes
+
+
+def _points(axes, rows: list[dict]) -> None:
+    for index, row in enumerate(rows):
+        x, y = row["speed"]["fps"], row["accuracy"]["map50_voc07"]
+        axes.scatter([x], [y], s=60 + 15 * row["batch"], c=BACKEND_COLORS.get(row["backend"], "gray"),
+                     marker=PRECISION_MARKERS.get(row["precision"], "o"), edgecolors="black", linewidths=0.6,
+                     zorder=3)
+        offset = (6, 8) if index % 2 == 0 else (6, -14)
+        axes.annotate(row["label"], (x, y), textcoords="offset points", xytext=offset, fontsize=8, zorder=4)
+
+
+def _front(axes, rows: list[dict]) -> None:
+    front = [r for r in rows if r.get("pareto")]
+    front.sort(key=lambda r: r["speed"]["fps"])
+    xs = [r["speed"]["fps"] for r in front]
+    ys = [r["accuracy"]["map50_voc07"] for r in front]
+    # The attainable frontier: left of a front point nothing beats its accuracy; between two front points the
+    # faster one's accuracy is the best on offer.
+    axes.step(xs, ys, where="pre", linestyle="--", color="black", linewidth=1.2, zorder=2)
+    axes.scatter(xs, ys, s=260, facecolors="none", edgecolors="black", linewidths=1.4, zorder=2,
+                 label="Pareto front (no variant faster and more accurate)")
+
+
+def _legend(axes, rows: list[dict]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=BACKEND_COLORS[b], label=b)
+               for b in BACKEND_COLORS if any(r["backend"] == b for r in rows)]
+    handles += [Line2D([], [], marker=PRECISION_MARKERS[p], linestyle="", color="gray", label=p)
+                for p in PRECISION_MARKERS if any(r["precision"] == p for r in rows)]
+    front, labels = axes.get_legend_handles_labels()
+    axes.legend(handles=handles + front, labels=[h.get_label() for h in handles] + labels, loc="best",
+                fontsize=8, title="backend / precision (size: batch)", title_fontsize=8)
+
+
+def _margins(axes, rows: list[dict]) -> None:
+    ys = [r["accuracy"]["map50_voc07"] for r in rows]
+    low, high = min(ys), max(ys)
+    pad = max(1.0, 0.15 * (high - low))
+    axes.set_ylim(max(0.0, low - pad), high + pad)  # room above the top point for its label
+    axes.margins(x=0.15)
+
+
+def plot_accuracy_vs_fps(rows: list[dict], title: str) -> bytes:
+    """PNG bytes of the scatter (rows as in the bench report, each with ``pareto`` set)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8.5, 5.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = _axes(figure, rows)
+    if rows:
+        _points(axes, rows)
+        _front(axes, rows)
+        _legend(axes, rows)
+        _margins(axes, rows)
+    else:
+        axes.text(0.5, 0.5, "no variant ran on this machine", ha="center", va="center", transform=axes.transAxes)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,235 @@
+"""The variants of a bench run (backend x precision x batch), why some cannot run here, and the artifacts each
+needs: missing ONNX files and TensorRT engines are made by :func:`cstf_edge.export.run_export` (the
+calibration cache makes a repeated INT8 export cheap); up-to-date ones are reused.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cstf_edge.bench.options import BenchOptions
+from cstf_edge.errors import CstfError
+
+log = logging.getLogger(__name__)
+
+SHORT = {"torch": "torch", "onnxruntime": "ort", "tensorrt": "trt"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    backend: str
+    precision: str
+    batch: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.precision}-b{self.batch}"
+
+    @property
+    def label(self) -> str:
+        return f"{SHORT[self.backend]}-{self.precision} b{self.batch}"
+
+
+def all_variants(options: BenchOptions) -> list[Variant]:
+    """Every requested combination; the PyTorch FP32 reference first, then in the order asked."""
+    variants = [Variant(b, p, n) for b in options.backends for p in options.precisions for n in options.batches]
+    return sorted(variants, key=lambda v: (v.backend != "torch" or v.precision != "fp32",))
+
+
+# ---- why a variant cannot run here ---------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _import_problem(module: str) -> str | None:
+    try:
+        __import__(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure means the backend is absent
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _cuda_problem(device: str) -> str | None:
+    """Why ``device`` is no usable CUDA device here (asked through PyTorch), or None."""
+    if _import_problem("torch"):
+        return "PyTorch is not installed to query CUDA"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device on this machine (torch.cuda.is_available() is False)"
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        return f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
+def _torch_reason(precision: str, device: str) -> str | None:
+    if _import_problem("torch"):
+        return f"PyTorch is not installed ({_import_problem('torch')}): pip install 'cstf-edge[train]'"
+    if precision == "int8":
+        return ("the PyTorch reference has no INT8 path; INT8 runs as a Q/DQ ONNX (onnxruntime) or a TensorRT "
+                "engine (tensorrt)")
+    if device == "cpu":
+        return ("PyTorch FP16 is a CUDA path (autocast); on the CPU it is not a deployment option — run with "
+                "--device cuda, or see onnxruntime-fp16") if precision == "fp16" else None
+    return _cuda_problem(device)
+
+
+def _onnxruntime_reason(device: str) -> str | None:
+    if _import_problem("onnxruntime"):
+        return f"ONNX Runtime is not installed ({_import_problem('onnxruntime')}): pip install onnxruntime"
+    if device == "cpu":
+        return None
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        return f"device {device} needs the CUDA build of ONNX Runtime (onnxruntime-gpu); this one has {providers}"
+    return None
+
+
+def _tensorrt_reason(device: str) -> str | None:
+    if _import_problem("tensorrt"):
+        return (f"TensorRT is not installed ({_import_problem('tensorrt')}); it needs an NVIDIA GPU and "
+                "pip install 'cstf-edge[trt]'")
+    if device == "cpu":
+        return "TensorRT engines run on an NVIDIA GPU: use --device cuda"
+    return _cuda_problem(device)
+
+
+def unavailable_reason(variant: Variant, options: BenchOptions) -> str | None:
+    """Why ``variant`` cannot run on this machine with these options, or None when it can."""
+    if variant.backend == "torch":
+        return _torch_reason(variant.precision, options.device)
+    if variant.precision == "int8" and options.calibration() is None:
+        return "INT8 needs a calibration set and none was found: pass --calib calibration/synthrs-calib.toml"
+    if variant.backend != "torch" and _import_problem("torch"):
+        return "exporting the ONNX needs PyTorch (pip install 'cstf-edge[train]'), or put the artifacts in --artifacts"
+    if variant.backend == "onnxruntime":
+        return _onnxruntime_reason(options.device)
+    return _tensorrt_reason(options.device)
+
+
+# ---- artifacts -------------------------------------------------------------------------------------------
+
+class Artifacts:
+    """Where each variant's model file is, exporting what is missing or stale (other weights, input size or
+    batch range)."""
+
+    def __init__(self, options: BenchOptions, weights: Path):
+        from cstf_edge.export.onnx_export import sha256_file
+
+        self.options = options
+        self.weights = weights
+        self.weights_sha = sha256_file(weights)
+        self.folder = options.artifacts_dir
+        self.max_batch = max(options.batches)
+        self.dynamic = (1, self.max_batch) if self.max_batch > 1 else None
+        self.exports: list[dict] = []
+        self.failed: dict[tuple[str, str], CstfError] = {}
+
+    def name(self, target: str) -> str:
+        stem = f"{self._model()}-{self.options.imgsz}"
+        stem += f"-dyn{self.max_batch}" if self.dynamic else ""
+        return stem + ("-trt" if target == "tensorrt" else "")
+
+    def _model(self) -> str:
+        from cstf_edge.runtime.backends.torch.runner import _weights_meta
+
+        return _weights_meta(self.weights).get("model", "model")
+
+    def path(self, variant: Variant) -> Path:
+        if variant.backend == "torch":
+            return self.weights
+        suffix = "engine" if variant.backend == "tensorrt" else "onnx"
+        return self.folder / f"{self.name(variant.backend)}.{variant.precision}.{suffix}"
+
+    def fresh(self, path: Path) -> bool:
+        """Whether ``path`` exists and was made from these weights at this input size and batch range."""
+        if not path.is_file():
+            return False
+        try:
+            info = _read_info(path)
+        except CstfError as exc:
+            log.info("%s: remaking it (%s)", path, exc)
+            return False
+        batch_ok = info.batch is None and (info.max_batch or 0) >= self.max_batch if self.dynamic \
+            else info.batch == 1
+        return info.source_sha256 == self.weights_sha and info.imgsz == (self.options.imgsz,) * 2 and batch_ok
+
+    def ensure(self, variant: Variant) -> Path:
+        """The artifact of ``variant``, exported now when missing or stale (raises the export's error)."""
+        path = self.path(variant)
+        if variant.backend == "torch" or self.fresh(path):
+            return path
+        self._export(variant.backend, self._precision_to_export(variant))
+        if not path.is_file():
+            raise CstfError(f"the export did not write {path}")
+        return path
+
+    def _precision_to_export(self, variant: Variant) -> str:
+        """TensorRT builds one engine per export; for ONNX Runtime one export writes every precision asked for
+        (an INT8 export also writes the FP16 and FP32 ONNX)."""
+        if variant.backend == "tensorrt":
+            return variant.precision
+        for precision in ("int8", "fp16"):
+            if precision in self.options.precisions and (precision != "int8" or self.options.calibration()):
+                return precision
+        return "fp32"
+
+    def _export(self, target: str, precision: str) -> None:
+        """One export (a failed one is remembered and its error raised again, not retried per variant)."""
+        key = (target, precision)
+        if key in self.failed:
+            raise self.failed[key]
+        try:
+            self._run_export(target, precision)
+        except CstfError as exc:
+            self.failed[key] = exc
+            raise
+
+    def _run_export(self, target: str, precision: str) -> None:
+        from cstf_edge.export import ExportOptions, run_export
+
+        calib = self.options.calibration()
+        export_options = ExportOptions(
+            weights=str(self.weights), precision=precision, target=target, imgsz=self.options.imgsz,
+            dynamic_batch=self.dynamic, calib=str(calib) if calib and precision == "int8" else None,
+            calib_method=self.options.calib_method, val=None, out=str(self.folder), name=self.name(target),
+            sensitivity=self.options.sensitivity)
+        log.info("exporting %s %s to %s", target, precision, self.folder)
+        summary = run_export(export_options, progress=self.options.progress)
+        self.exports.append({"target": target, "precision": precision, "name": self.name(target),
+                             "seconds": summary.get("seconds"), "passed_gates": summary.get("passed")})
+
+
+def _read_info(path: Path):
+    from cstf_edge.runtime.artifact import read_onnx_info, read_sidecar
+
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        return read_onnx_info(path, {p.key: p.value for p in model.metadata_props})
+    return read_sidecar(path)
+
+
+def open_runner(variant: Variant, path: Path, options: BenchOptions):
+    """The runtime runner of ``variant`` (not yet activated)."""
+    if variant.backend == "torch":
+        from dataclasses import replace
+
+        from cstf_edge.runtime.backends.torch import TorchRunner
+
+        runner = TorchRunner(path, options.device, half=variant.precision == "fp16")
+        # The weights record their training size; the PyTorch model is fully convolutional, so it runs at any
+        # multiple of 64: feed it the bench's input size, like the exported artifacts.
+        runner.info.preprocess = replace(runner.info.preprocess, height=options.imgsz, width=options.imgsz)
+        return runner
+    if variant.backend == "onnxruntime":
+        from cstf_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, options.device)
+    from cstf_edge.runtime.backends.tensorrt import TensorRTRunner
+
+    return TensorRTRunner(path, options.device)
