@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 from cstf_edge.geometry.iou import probiou as probiou_numpy  # noqa: E402
 from cstf_edge.model.assign import TaskAlignedAssigner  # noqa: E402
 from cstf_edge.model.loss import DetectionLoss, Targets, saliency_targets  # noqa: E402
-from cstf_edge.model.predict import class_aware_nms, postprocess  # noqa: E402
+from cstf_edge.geometry.nms import class_aware_nms  # noqa: E402
+from cstf_edge.model.predict import postprocess  # noqa: E402
 from cstf_edge.model.rbox_torch import points_in_rboxes, probiou  # noqa: E402
 
 
