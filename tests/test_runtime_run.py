@@ -313,3 +313,16 @@ print("ok", summary.detections)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1].startswith("ok")
+
+
+def test_real_hrsc2016_images_write_every_format_and_ship_scores(tmp_path, onnx_model, shared_data):
+    from cstf_edge.eval import evaluate_dota
+
+    hrsc = shared_data / "hrsc2016" / "FullDataSet"
+    summary = run(RunConfig([str(hrsc / "AllImages")], model=str(onnx_model), out=str(tmp_path / "out"),
+                            formats=("dota", "task1", "json", "geojson"), conf=0.05, progress=False))
+    assert summary.failed == 0 and summary.processed == len(list((hrsc / "AllImages").iterdir()))
+    for folder in ("labelTxt", "json", "geojson"):
+        assert len(list((tmp_path / "out" / folder).iterdir())) == summary.processed
+    result = evaluate_dota(tmp_path / "out", hrsc / "Annotations", labels_format="hrsc", classes=["ship"])
+    assert set(result.per_class_ap) == {"ship"} and math.isfinite(result.mAP)
