@@ -241,3 +241,19 @@ def test_cuda_variants_on_a_machine_without_one_say_so(tmp_path):
     options = BenchOptions(data=str(tmp_path), device="cuda:0")
     assert "CUDA" in unavailable_reason(Variant("torch", "fp32", 1), options)
     assert "CUDA" in unavailable_reason(Variant("onnxruntime", "fp32", 1), options)
+
+
+@pytest.mark.slow
+def test_an_int8_artifact_calibrated_otherwise_is_stale(scenes, bench_out):
+    from cstf_edge.bench.variants import Artifacts
+    from cstf_edge.model.checkpoint import shipped_weights
+
+    def artifacts(method: str) -> Artifacts:
+        return Artifacts(BenchOptions(data=str(scenes / "val"), imgsz=SIZE, batches=(1, 2),
+                                      calib=str(scenes / "calib.toml"), calib_method=method,
+                                      artifacts=str(scenes / "artifacts")), shipped_weights())
+
+    int8, fp32 = Variant("onnxruntime", "int8", 1), Variant("onnxruntime", "fp32", 1)
+    same, other = artifacts("minmax"), artifacts("entropy")
+    assert same.fresh(same.path(int8)) and same.fresh(same.path(fp32))
+    assert not other.fresh(other.path(int8)) and other.fresh(other.path(fp32))

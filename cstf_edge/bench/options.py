@@ -74,10 +74,10 @@ class BenchOptions:
         the working directory or the repository holding this package); None when there is none."""
         if self.calib:
             return Path(self.calib)
-        for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-            if (root / DEFAULT_CALIB).is_file():
-                return root / DEFAULT_CALIB
-        return None
+        if Path(DEFAULT_CALIB).is_file():
+            return Path(DEFAULT_CALIB)
+        shipped = Path(__file__).resolve().parents[2] / DEFAULT_CALIB
+        return shipped if shipped.is_file() else None
 
 
 def _is_cuda_index(device: str) -> bool:

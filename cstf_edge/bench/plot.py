@@ -27,19 +27,58 @@ def _axes(figure, rows: list[dict]):
     if speeds and max(speeds) / min(speeds) > 20:
         axes.set_xscale("log")
     axes.grid(True, which="both", alpha=0.3)
-    axes.set_xlabel("end-to-end throughput (images/s = FPS; decode + pre + infer + post)")
+    axes.set_xlabel("end-to-end throughput, images/s = FPS\n(mean over the timed iterations; decode + pre + infer + post)")
     axes.set_ylabel("mAP50, VOC07 11-point (%)")
     return axes
 
 
 def _points(axes, rows: list[dict]) -> None:
-    for index, row in enumerate(rows):
+    for row in rows:
         x, y = row["speed"]["fps"], row["accuracy"]["map50_voc07"]
         axes.scatter([x], [y], s=60 + 15 * row["batch"], c=BACKEND_COLORS.get(row["backend"], "gray"),
                      marker=PRECISION_MARKERS.get(row["precision"], "o"), edgecolors="black", linewidths=0.6,
                      zorder=3)
-        offset = (6, 8) if index % 2 == 0 else (6, -14)
-        axes.annotate(row["label"], (x, y), textcoords="offset points", xytext=offset, fontsize=8, zorder=4)
+
+
+# Label positions tried in turn (offset in points from the marker, horizontal alignment).
+_LABEL_SPOTS = ((5, 9, "left"), (5, -19, "left"), (-5, 9, "right"), (-5, -19, "right"), (5, 23, "left"),
+                (5, -33, "left"), (-5, 23, "right"), (-5, -33, "right"))
+_MARKER_HALF = 9  # points: half the side of the square kept clear around each marker (Pareto ring included)
+
+
+def _overlaps(box, others) -> bool:
+    return any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in others)
+
+
+def _front_segments(axes, rows: list[dict], pad: float) -> list[tuple]:
+    """Display-pixel boxes around the segments of the Pareto step line (see :func:`_front`)."""
+    front = sorted((r["speed"]["fps"], r["accuracy"]["map50_voc07"]) for r in rows if r.get("pareto"))
+    points = [axes.transData.transform(p) for p in front]
+    boxes = []
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        boxes.append((x0 - pad, min(y0, y1) - pad, x0 + pad, max(y0, y1) + pad))  # the drop at x0
+        boxes.append((x0 - pad, y1 - pad, x1 + pad, y1 + pad))  # then across to x1
+    return boxes
+
+
+def _labels(figure, axes, rows: list[dict]) -> None:
+    """One label per point, at the first spot that covers neither another label nor a marker (estimated in
+    display pixels once the axes limits are final)."""
+    scale = figure.dpi / 72.0
+    centers = [axes.transData.transform((r["speed"]["fps"], r["accuracy"]["map50_voc07"])) for r in rows]
+    half = _MARKER_HALF * scale
+    taken = [(cx - half, cy - half, cx + half, cy + half) for cx, cy in centers]
+    taken += _front_segments(axes, rows, pad=3 * scale)
+    for row, (cx, cy) in zip(rows, centers):
+        width, height = 4.9 * len(row["label"]) * scale, 10 * scale
+        for dx, dy, align in _LABEL_SPOTS:
+            left = cx + dx * scale - (width if align == "right" else 0.0)
+            box = (left, cy + dy * scale, left + width, cy + dy * scale + height)
+            if not _overlaps(box, taken):
+                break
+        taken.append(box)
+        axes.annotate(row["label"], (row["speed"]["fps"], row["accuracy"]["map50_voc07"]), textcoords="offset points",
+                      xytext=(dx, dy), ha=align, fontsize=8, zorder=4)
 
 
 def _front(axes, rows: list[dict]) -> None:
@@ -87,6 +126,8 @@ def plot_accuracy_vs_fps(rows: list[dict], title: str) -> bytes:
         _front(axes, rows)
         _legend(axes, rows)
         _margins(axes, rows)
+        figure.tight_layout()
+        _labels(figure, axes, rows)
     else:
         axes.text(0.5, 0.5, "no variant ran on this machine", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title, fontsize=10)

@@ -42,7 +42,10 @@ def resolve_weights(options: BenchOptions) -> Path:
     shipped = Path(torch_runner.__file__).resolve().parents[3] / "weights" / "cstf-n-synthrs.safetensors"
     if not shipped.is_file():
         raise BenchError(f"the shipped weights are missing ({shipped}); pass --weights W")
-    return shipped
+    try:  # as reports show it: relative to the working directory when inside it
+        return shipped.relative_to(Path.cwd())
+    except ValueError:
+        return shipped
 
 
 def load_data(options: BenchOptions) -> tuple[list, dict]:

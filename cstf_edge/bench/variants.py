@@ -155,7 +155,17 @@ class Artifacts:
             return False
         batch_ok = info.batch is None and (info.max_batch or 0) >= self.max_batch if self.dynamic \
             else info.batch == 1
-        return info.source_sha256 == self.weights_sha and info.imgsz == (self.options.imgsz,) * 2 and batch_ok
+        return (info.source_sha256 == self.weights_sha and info.imgsz == (self.options.imgsz,) * 2 and batch_ok
+                and self._same_calibration(info))
+
+    def _same_calibration(self, info) -> bool:
+        """An INT8 artifact counts only when calibrated on this run's manifest with this method."""
+        made = info.extra.get("calibration") if info.precision == "int8" else None
+        if not made:
+            return True
+        calib = self.options.calibration()
+        return (calib is not None and made.get("method") == self.options.calib_method
+                and Path(str(made.get("manifest"))).resolve() == calib.resolve())
 
     def ensure(self, variant: Variant) -> Path:
         """The artifact of ``variant``, exported now when missing or stale (raises the export's error)."""
