@@ -72,12 +72,24 @@ class Correspondence(nn.Module):
         k = F.normalize(self._split_heads(self.k_proj(ref)), dim=2)  # [B, h, d, Nk]
         v = self._split_heads(self.v_proj(ref)).transpose(2, 3)  # [B, h, Nk, d]
         kp = ref_keypoints.flatten(1).unsqueeze(1).unsqueeze(1)  # [B, 1, 1, Nk]
-        similarity = torch.matmul(q, k) * self.log_temperature.exp() + self.keypoint_gain * kp
         no_match = self.no_match(query).flatten(2).unsqueeze(-1)  # [B, h, Nq, 1]
-        prob = torch.softmax(torch.cat([similarity, no_match], dim=-1), dim=-1)
-        context = torch.matmul(prob[..., :-1], v)  # the no-match bin carries no value
+        logits = torch.matmul(*self._augmented(q, k, kp, no_match))  # [B, h, Nq, Nk + 1]
+        prob = torch.softmax(logits, dim=-1)
+        context = torch.matmul(prob, torch.cat([v, torch.zeros_like(v[:, :, :1])], dim=2))  # no-match: no value
         context = context.transpose(2, 3).reshape(query.shape[0], -1, query.shape[2], query.shape[3])
         return context, self._confidence(prob, ref_keypoints, query)
+
+    def _augmented(self, q, k, kp, no_match) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query/reference matrices whose product is every logit at once:
+        ``[t * q, 1, nm] . [[k, 0], [g * kp, 0], [0, 1]] = [t * q.k + g * kp | nm]``. One MatMul instead of a
+        scale, a bias add and a concatenation over the ``Nq x (Nk + 1)`` matrix (the dominant cost of the block
+        on a CPU); the same numbers up to summation order."""
+        bias = self.keypoint_gain * kp  # [B, h, 1, Nk]
+        q_aug = torch.cat([q * self.log_temperature.exp(), torch.ones_like(no_match), no_match], dim=-1)
+        k_aug = torch.cat([k, bias, torch.zeros_like(bias)], dim=2)  # [B, h, d + 2, Nk]
+        one = torch.ones_like(bias[..., :1])
+        bin_column = torch.cat([torch.zeros_like(k[..., :1]), torch.zeros_like(one), one], dim=2)  # [B, h, d + 2, 1]
+        return q_aug, torch.cat([k_aug, bin_column], dim=-1)
 
     def _confidence(self, prob: torch.Tensor, ref_keypoints: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         peak = prob.amax(dim=-1)  # [B, h, Nq]
