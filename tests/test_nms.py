@@ -45,8 +45,8 @@ def random_boxes(rng, n, extent=512.0, sides=(2.0, 60.0)):
 def clustered_boxes(rng, objects, per_object, extent=2000.0):
     """Jittered candidates around objects, as a detector emits them."""
     truth = np.repeat(random_boxes(rng, objects, extent, (8.0, 120.0)), per_object, axis=0)
-    jitter = np.c_[rng.normal(0, 0.15, (len(truth), 2)) * truth[:, 3:4], truth[:, 2:4] * rng.normal(0, 0.08, (len(truth), 2)),
-                   rng.normal(0, 0.08, len(truth))]
+    centres = rng.normal(0, 0.15, (len(truth), 2)) * truth[:, 3:4]
+    jitter = np.c_[centres, truth[:, 2:4] * rng.normal(0, 0.08, (len(truth), 2)), rng.normal(0, 0.08, len(truth))]
     return truth + jitter
 
 
@@ -97,6 +97,16 @@ def test_grid_edge_cases_equal_numpy():
         scores = rng.random(len(boxes))
         assert_parity(boxes, scores, 0.3)
         assert_parity(boxes, scores, 0.3, rng.integers(0, 3, len(boxes)))
+
+
+@pytest.mark.parametrize("threshold", [-0.5, 1.0, float("nan")])
+def test_negative_sides_and_odd_thresholds_equal_numpy(threshold):
+    rng = np.random.default_rng(9)
+    boxes = np.c_[rng.uniform(0, 100, (400, 2)), rng.uniform(-30, 30, (400, 2)), rng.uniform(-3, 3, 400)]
+    scores = rng.random(400).round(1)
+    assert_parity(boxes, scores, threshold)
+    assert_parity(boxes, scores, threshold, rng.integers(0, 3, 400))
+    assert_parity(boxes, scores, 0.4)  # sides of either sign, any angle
 
 
 def test_empty_and_single_box():

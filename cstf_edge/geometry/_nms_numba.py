@@ -1,11 +1,13 @@
-"""Numba kernels for greedy rotated NMS: score order, polygons, a uniform grid on the axis-aligned bounds,
-and exact convex IoU per candidate pair. Imported lazily by ``cstf_edge.geometry.nms``.
+"""Numba kernel for greedy rotated NMS, imported lazily by ``cstf_edge.geometry.nms``: radix sort by score,
+polygons, a uniform grid on the axis-aligned bounds, cheap bounds on the intersection, and exact convex
+IoU for the pairs the bounds do not decide.
 
-The arithmetic mirrors the numpy reference (``rbox_to_poly``, ``poly_to_hbb`` and the convex branch of
-``iou.polygon_overlap_pairs``) operation for operation, in float64, so both paths keep the same boxes.
-Inputs must be finite (the caller falls back to numpy otherwise); rotated boxes are rectangles, so only
-the convex-convex intersection is needed. Every array lives in a workspace the caller keeps between
-calls (``workspace_sizes``): fresh multi-megabyte allocations would cost a page fault per 4 KiB each call.
+The exact IoU mirrors the numpy reference (``rbox_to_poly``, ``poly_to_hbb`` and the convex branch of
+``iou.polygon_overlap_pairs``) operation for operation in float64, so it is bit-identical and both paths
+keep the same boxes; the bounds decide only with a ``BOUND_MARGIN`` to spare. Inputs must be finite and
+moderate (the caller falls back to numpy otherwise); rotated boxes are rectangles, so the convex
+intersection is enough. Every array lives in a workspace the caller keeps between calls
+(``workspace_sizes``): fresh multi-megabyte allocations would cost a page fault per 4 KiB on each call.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ CERTAIN_MIN_ASPECT = 1e-3
 CELLS_PER_BOX = 2
 ENTRIES_PER_BOX = 4
 # Grid cell side over the mean box extent.
-CELL_SCALE = 1.0
+CELL_SCALE = 2.0
 # Digit width of the radix sort on scores.
 RADIX_BITS = 11
 RADIX_SIZE = 1 << RADIX_BITS
@@ -143,15 +145,16 @@ def _outward(value, up):
 
 @njit(cache=True, error_model="numpy")
 def fill_grid(bounds, areas, cls, cells, nx, starts, fill, rows):
-    """Cell ``c`` lists the ranks covering it, ascending, in rows ``starts[c]:starts[c + 1]`` of ``rows``
-    (float32 [M, 9]; as int32: rank, class, first cell x, first cell y; as float32: bounds rounded
-    outwards, area): what the scan needs, in one small contiguous block per cell. ``fill`` is scratch."""
+    """Each cell ``c`` keeps 4 lists ``4 c + kind`` of the ranks covering it, ascending, in rows
+    ``starts[l]:starts[l + 1]`` of ``rows`` (float32 [M, 7]; as int32: rank, class; as float32: bounds
+    rounded outwards, area): what the scan needs, in small contiguous blocks. ``kind`` bit 0: the box
+    starts in an earlier column; bit 1: in an earlier row. ``fill`` is scratch."""
     ids = rows.view(np.int32)
     starts[:] = 0
     for r in range(len(bounds)):
         for gy in range(cells[r, 2], cells[r, 3] + 1):
             for gx in range(cells[r, 0], cells[r, 1] + 1):
-                starts[gy * nx + gx + 1] += 1
+                starts[4 * (gy * nx + gx) + (gx > cells[r, 0]) + 2 * (gy > cells[r, 2]) + 1] += 1
     for c in range(1, len(starts)):
         starts[c] += starts[c - 1]
     fill[:] = starts[:-1]
@@ -160,10 +163,11 @@ def fill_grid(bounds, areas, cls, cells, nx, starts, fill, rows):
         high_x, high_y, area = _outward(bounds[r, 2], True), _outward(bounds[r, 3], True), np.float32(areas[r])
         for gy in range(cells[r, 2], cells[r, 3] + 1):
             for gx in range(cells[r, 0], cells[r, 1] + 1):
-                m = fill[gy * nx + gx]
-                ids[m, 0], ids[m, 1], ids[m, 2], ids[m, 3] = r, cls[r], cells[r, 0], cells[r, 2]
-                rows[m, 4], rows[m, 5], rows[m, 6], rows[m, 7], rows[m, 8] = low_x, low_y, high_x, high_y, area
-                fill[gy * nx + gx] = m + 1
+                at = 4 * (gy * nx + gx) + (gx > cells[r, 0]) + 2 * (gy > cells[r, 2])
+                m = fill[at]
+                ids[m, 0], ids[m, 1] = r, cls[r]
+                rows[m, 2], rows[m, 3], rows[m, 4], rows[m, 5], rows[m, 6] = low_x, low_y, high_x, high_y, area
+                fill[at] = m + 1
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -323,53 +327,54 @@ def _suppresses(polys, frames, bounds, keeper, area_p, r, threshold, buf):
 
 
 @njit(cache=True, error_model="numpy")
-def greedy_keep(polys, frames, bounds, threshold, grid, alive, pending, buf):
+def greedy_keep(polys, frames, bounds, codes, threshold, grid, alive, pending, buf):
     """Fill ``alive [N]`` over ranks after greedy suppression: each kept rank kills the later live ranks
     of its class whose exact IoU with it exceeds ``threshold``.
 
-    A kept rank scans its grid cells from just after its own entry (cells are rank-ordered), dropping
-    dead entries on the way. A pair is taken in the one cell holding the low corner of the overlap of
-    its bounds, and if the bounds' overlap does not rule it out, decided after the scan (``pending``),
-    which keeps the scan loop small and in the cells' own memory. No array-passing calls inside: numba
+    A pair is met once, in the cell of the low corner of the overlap of the two boxes' cells: there the
+    kept rank scans the lists (see ``fill_grid``) of boxes that start in the cell's column unless it
+    does too, and in its row unless it does too, from past its own rank (lists are rank-ordered), and
+    drops dead entries on the way. Pairs the bounds' overlap does not rule out are decided after the scan
+    (``pending``), which keeps the scan loop small. No array-passing calls inside: numba
     reference-counts every array handed to a call."""
     cells, nx, starts, table, rows = grid
     ids = rows.view(np.int32)
-    table[:, 0], table[:, 1] = starts[:-1], starts[1:]  # per cell: next entry to scan, end
+    table[:, 0], table[:, 1] = starts[:-1], starts[1:]  # per list: next entry to scan, end
     alive[:] = True
     scale, cut = ((1.0 + threshold) * (1.0 + BOUND_MARGIN), threshold) if threshold > 0 else (1.0, 0.0)
     for keeper in range(len(polys)):
         if not alive[keeper]:
             continue
         kx0, ky0, kx1, ky1 = bounds[keeper, 0], bounds[keeper, 1], bounds[keeper, 2], bounds[keeper, 3]
-        area_k = frames[keeper, 6]
-        waiting = 0
+        area_k, klass, waiting = frames[keeper, 6], codes[keeper], 0
         for gy in range(cells[keeper, 2], cells[keeper, 3] + 1):
             for gx in range(cells[keeper, 0], cells[keeper, 1] + 1):
-                c = gy * nx + gx
-                pos = table[c, 0]
-                while ids[pos, 0] != keeper:  # live, so still listed; earlier entries are dead
-                    pos += 1
-                table[c, 0] = write = pos + 1
-                klass, kcx, kcy = ids[pos, 1], ids[pos, 2], ids[pos, 3]
-                for m in range(pos + 1, table[c, 1]):
-                    r = ids[m, 0]
-                    if not alive[r]:
-                        continue
-                    if write != m:
-                        for k in range(9):
-                            ids[write, k] = ids[m, k]
-                    write += 1
-                    rx0, ry0, rx1, ry1, area_r = rows[m, 4], rows[m, 5], rows[m, 6], rows[m, 7], rows[m, 8]
-                    # Branch-free: bounds meet (rounded outwards, so never apart when the exact ones meet),
-                    # same class, this cell holds the low corner of their overlap, and the overlap area
-                    # does not put the IoU safely at or below the threshold.
-                    overlap = (min(kx1, rx1) - max(kx0, rx0)) * (min(ky1, ry1) - max(ky0, ry0))
-                    candidate = ((rx0 <= kx1) & (kx0 <= rx1) & (ry0 <= ky1) & (ky0 <= ry1) & (ids[m, 1] == klass)
-                                 & (max(kcx, ids[m, 2]) == gx) & (max(kcy, ids[m, 3]) == gy)
-                                 & (min(overlap, min(area_k, area_r)) * scale >= cut * (area_k + area_r)))
-                    pending[waiting] = r
-                    waiting += candidate
-                table[c, 1] = write
+                for kind in range(4):
+                    if (gx > cells[keeper, 0] and kind & 1) or (gy > cells[keeper, 2] and kind & 2):
+                        continue  # such pairs meet in an earlier cell
+                    at = 4 * (gy * nx + gx) + kind
+                    pos, end = table[at, 0], table[at, 1]
+                    while pos < end and ids[pos, 0] <= keeper:  # no later keeper needs these again
+                        pos += 1
+                    table[at, 0] = write = pos
+                    for m in range(pos, end):
+                        r = ids[m, 0]
+                        if not alive[r]:
+                            continue
+                        if write != m:
+                            for k in range(7):
+                                ids[write, k] = ids[m, k]
+                        write += 1
+                        rx0, ry0, rx1, ry1, area_r = rows[m, 2], rows[m, 3], rows[m, 4], rows[m, 5], rows[m, 6]
+                        # Branch-free: bounds meet (rounded outwards: never apart when the exact ones meet),
+                        # same class, and the overlap area does not put the IoU safely at or below the
+                        # threshold.
+                        overlap = (min(kx1, rx1) - max(kx0, rx0)) * (min(ky1, ry1) - max(ky0, ry0))
+                        candidate = ((rx0 <= kx1) & (kx0 <= rx1) & (ry0 <= ky1) & (ky0 <= ry1) & (ids[m, 1] == klass)
+                                     & (min(overlap, min(area_k, area_r)) * scale >= cut * (area_k + area_r)))
+                        pending[waiting] = r
+                        waiting += candidate
+                    table[at, 1] = write
         area_p = _local_polygon(polys, keeper, polys[keeper, 0, 0], polys[keeper, 0, 1], buf, 0)
         for i in range(waiting):
             if _suppresses(polys, frames, bounds, keeper, area_p, pending[i], threshold, buf):
@@ -378,8 +383,8 @@ def greedy_keep(polys, frames, bounds, threshold, grid, alive, pending, buf):
 
 def workspace_sizes(n: int) -> tuple[int, int, int]:
     """Lengths of the int64, float64 and bool workspaces ``nms_kernel`` needs for ``n`` boxes."""
-    cells, entries = CELLS_PER_BOX * n + 16, ENTRIES_PER_BOX * n
-    return 11 * n + 3 * cells + 1 + RADIX_SIZE, 19 * n + 16 + (9 * entries + 1) // 2, n
+    lists, entries = 4 * (CELLS_PER_BOX * n + 16), ENTRIES_PER_BOX * n
+    return 11 * n + 3 * lists + 1 + RADIX_SIZE, 19 * n + 16 + (7 * entries + 1) // 2, n
 
 
 @njit(cache=True, error_model="numpy")
@@ -399,11 +404,12 @@ def nms_kernel(rboxes, scores, cls, threshold, ints, floats, flags):
     bounds, buf = floats[15 * n:19 * n].reshape((n, 4)), floats[19 * n:19 * n + 16]
     ranked_polygons(rboxes, order, polys, frames, bounds)
     nx, ny = grid_shape(bounds, cells)[3:]
-    count, entries, at = nx * ny, ENTRIES_PER_BOX * n, 19 * n + 16
-    starts, table = ints[11 * n:11 * n + count + 1], ints[11 * n + count + 1:11 * n + 3 * count + 1].reshape((count, 2))
-    rows = floats[at:at + (9 * entries + 1) // 2].view(np.float32)[:9 * entries].reshape((entries, 9))
+    lists, entries, at = 4 * nx * ny, ENTRIES_PER_BOX * n, 19 * n + 16
+    starts, table = ints[11 * n:11 * n + lists + 1], ints[11 * n + lists + 1:11 * n + 3 * lists + 1].reshape((lists, 2))
+    rows = floats[at:at + (7 * entries + 1) // 2].view(np.float32)[:7 * entries].reshape((entries, 7))
     fill_grid(bounds, frames[:, 6], ranked_codes, cells, nx, starts, table[:, 0], rows)
-    greedy_keep(polys, frames, bounds, threshold, (cells, nx, starts, table, rows), flags[:n], pending, buf)
+    grid = (cells, nx, starts, table, rows)
+    greedy_keep(polys, frames, bounds, ranked_codes, threshold, grid, flags[:n], pending, buf)
     kept = 0
     for r in range(n):  # ``order`` is ints[:n] or ints[n:2n]; either way ints[:kept] is free to write
         if flags[r]:
