@@ -35,7 +35,7 @@ examples:
   cstf-edge run scene.tif --model cstf-n-int8.onnx --tile 1024 --overlap 200 --format geojson,json --save-vis
       an 8000 x 8000 GeoTIFF read window by window, polygons in its CRS
   cstf-edge run 'sar/*.tif' --model cstf-n.onnx --bands 1 --classes ship --conf 0.4 --json
-  cstf-edge run traffic.mp4 --model cstf-n.engine --device cuda:0 --save-vis --format json
+  cstf-edge run traffic.mp4 --model cstf-n.engine --device cuda:0 --pipeline cuda --save-vis --format json
   cstf-edge run DOTA/test/images --model cstf-n.onnx --out out/test --skip-existing   resume a run
 """
 
@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image, folder, glob, video or camera index")
     parser.add_argument("--model", required=True, help="exported model: .onnx, .engine/.plan (with its .json)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--pipeline", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="pre/post-processing on the CPU (numpy) or the GPU (CUDA, needs cuda-python); auto: "
+                        "cuda when --device is a CUDA device and cuda-python imports (default cpu)")
     parser.add_argument("--imgsz", type=int, help="network input; must match the model (default: the model's)")
     parser.add_argument("--tile", type=int, help="tile side for large images (default: the network input)")
     parser.add_argument("--overlap", type=int, default=200, help="overlap of neighbouring tiles in px (default 200)")
@@ -90,7 +93,7 @@ def config_from_args(args):
                      imgsz=args.imgsz, tile=args.tile, overlap=args.overlap, conf=args.conf, iou=args.iou,
                      classes=args.classes, formats=args.format, save_vis=args.save_vis, batch=args.batch,
                      reference=args.reference, bands=_bands(args.bands), skip_existing=args.skip_existing,
-                     max_frames=args.max_frames, progress=not args.no_progress)
+                     max_frames=args.max_frames, progress=not args.no_progress, pipeline=args.pipeline)
 
 
 def run(args) -> int:

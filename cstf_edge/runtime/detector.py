@@ -4,6 +4,9 @@
         result = detector.detect(image)            # any size: letterboxed to the network input
         scene = detector.detect_large("big.tif")   # tiles of the input size overlapping by 200 px
 
+``pipeline="cuda"`` (or ``"auto"`` on a CUDA device with cuda-python) runs letterbox + normalise and
+decode/threshold/top-k/NMS on the GPU (``cstf_edge.runtime.cuda.pipeline``), with the same results.
+
 Tiling follows DOTA's split: windows of ``tile`` pixels sliding by ``tile - overlap``, the last one snapped to
 the edge (``cstf_edge.data.split.window_origins``), padded with the letterbox grey where the scene ends.
 Tiles go through the backend ``batch`` at a time; detections are shifted to scene pixels and merged with
@@ -21,6 +24,7 @@ import numpy as np
 
 from cstf_edge.data.split import crop_window, window_origins
 from cstf_edge.runtime.backends import Runner, open_runner
+from cstf_edge.runtime.cuda.pipeline import open_pipeline
 from cstf_edge.runtime.errors import PreprocessError
 from cstf_edge.runtime.postprocess import MAX_DETECTIONS, Detections, nms, postprocess, to_image
 from cstf_edge.runtime.preprocess import PreprocessSpec, preprocess_batch
@@ -65,11 +69,13 @@ class ArrayWindows:
 
 class Detector:
     """One artifact, its preprocessing and post-processing. ``imgsz``, when given, must equal the artifact's
-    input size (checked at load); ``tile`` defaults to the input size."""
+    input size (checked at load); ``tile`` defaults to the input size. ``pipeline``: ``cpu`` (numpy twins),
+    ``cuda`` (CUDA twins; :class:`BackendUnavailableError` without cuda-python) or ``auto`` (``cuda`` when
+    ``device`` is a CUDA device and cuda-python imports)."""
 
     def __init__(self, artifact: str | Path | Runner, device: str = "cpu", *, conf: float = 0.25, iou: float = 0.1,
                  imgsz: int | None = None, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch: int = 1,
-                 classes=None, max_det: int = MAX_DETECTIONS):
+                 classes=None, max_det: int = MAX_DETECTIONS, pipeline: str = "cpu"):
         self.runner = artifact if isinstance(artifact, Runner) else open_runner(artifact, device)
         self.info = self.runner.info
         self.spec: PreprocessSpec = self.info.preprocess
@@ -86,13 +92,20 @@ class Detector:
         if self.info.batch is not None:
             self.batch = self.info.batch
         self.runner.check_batch(self.batch)
+        self.pipeline = open_pipeline(pipeline, device, self.spec, self.batch)
+        self._preprocess = preprocess_batch if self.pipeline is None else self.pipeline.preprocess
+        self._postprocess = postprocess if self.pipeline is None else self.pipeline.postprocess
 
     def __enter__(self) -> "Detector":
         self.runner.__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.runner.__exit__(*exc_info)
+        try:
+            self.runner.__exit__(*exc_info)
+        finally:
+            if self.pipeline is not None:
+                self.pipeline.close()
 
     @property
     def class_names(self) -> list[str]:
@@ -101,18 +114,18 @@ class Detector:
     def _infer(self, images: list[np.ndarray], references: list[np.ndarray] | None) -> list[Detections]:
         """Letterboxed inference on up to ``batch`` images; detections in each image's pixels."""
         with self.times("pre"):
-            tensor, boxes = preprocess_batch(images, self.spec)
+            tensor, boxes = self._preprocess(images, self.spec)
             feed = {"images": tensor}
             if self.info.with_reference:
-                feed["reference"] = tensor if references is None else preprocess_batch(references, self.spec)[0]
+                feed["reference"] = tensor if references is None else self._preprocess(references, self.spec)[0]
             padding = self.batch - len(images) if self.info.batch is not None else 0
             if padding > 0:
                 feed = {k: np.concatenate([v, np.repeat(v[-1:], padding, 0)]) for k, v in feed.items()}
         with self.times("infer"):
             raw = self.runner.infer(feed)["detections"]
         with self.times("post"):
-            return [to_image(postprocess(raw[i], self.conf, self.iou, classes=self.classes, max_det=self.max_det),
-                             box) for i, box in enumerate(boxes)]
+            return [to_image(self._postprocess(raw[i], self.conf, self.iou, classes=self.classes,
+                                               max_det=self.max_det), box) for i, box in enumerate(boxes)]
 
     def detect_batch(self, images: list[np.ndarray], references: list[np.ndarray] | None = None) -> list[DetectionResult]:
         """Each image letterboxed whole to the network input (no tiling)."""

@@ -23,6 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from cstf_edge.errors import CstfError, DataError
 from cstf_edge.runtime.backends import open_runner
+from cstf_edge.runtime.cuda.pipeline import PIPELINES
 from cstf_edge.runtime.detector import DEFAULT_OVERLAP, DetectionResult, Detector
 from cstf_edge.runtime.errors import PreprocessError
 from cstf_edge.runtime.outputs import DEFAULT_FORMATS, OutputWriter, parse_formats
@@ -59,6 +60,7 @@ class RunConfig:
     max_frames: int | None = None
     progress: bool = True
     max_image_bytes: int = MAX_DECODED_BYTES
+    pipeline: str = "cpu"
 
     def check(self) -> None:
         """Raise ``CstfError`` on a setting out of range."""
@@ -70,6 +72,7 @@ class RunConfig:
             (self.imgsz is not None and self.imgsz < 32, f"--imgsz must be at least 32, got {self.imgsz}"),
             (self.tile is not None and self.tile < 32, f"--tile must be at least 32, got {self.tile}"),
             (self.overlap < 0, f"--overlap must be >= 0, got {self.overlap}"),
+            (self.pipeline not in PIPELINES, f"--pipeline must be one of {', '.join(PIPELINES)}, got {self.pipeline}"),
             (self.max_frames is not None and self.max_frames < 1, f"--max-frames must be >= 1, got {self.max_frames}"),
             (self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1),
              f"--bands takes 1 or 3 band numbers from 1, got {self.bands}"),
@@ -292,7 +295,8 @@ def _open_detector(config: RunConfig) -> tuple[Detector, list[int] | None]:
         raise CstfError(f"--reference: {config.model} takes one input (no reference image); leave it out or "
                         "use a model exported with a reference input")
     detector = Detector(runner, config.device, conf=config.conf, iou=config.iou, imgsz=config.imgsz,
-                        tile=config.tile, overlap=config.overlap, batch=config.batch, classes=class_ids)
+                        tile=config.tile, overlap=config.overlap, batch=config.batch, classes=class_ids,
+                        pipeline=config.pipeline)
     if detector.batch != config.batch:
         log.info("%s is built for batch %d: --batch %d is not used", config.model, detector.batch, config.batch)
     return detector, class_ids
