@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cstf_edge.errors import CstfError, DataError
+from cstf_edge.runtime.source_list import resolve_sources
 from cstf_edge.runtime.sources import (MIN_SIDE, ImageSizeError, SourceError, UnreadableImageError, choose_bands,
-                                       compute_stretch, open_image, probe_image, read_bands, resolve_sources,
-                                       to_bgr8)
+                                       compute_stretch, open_image, probe_image, read_bands, to_bgr8)
 
 rasterio = None
 try:

@@ -27,8 +27,9 @@ from cstf_edge.runtime.cuda.pipeline import PIPELINES
 from cstf_edge.runtime.detector import DEFAULT_OVERLAP, DetectionResult, Detector
 from cstf_edge.runtime.errors import PreprocessError
 from cstf_edge.runtime.outputs import DEFAULT_FORMATS, OutputWriter, parse_formats
+from cstf_edge.runtime.source_list import SourceItem, resolve_sources
 from cstf_edge.runtime.sources import (IMAGE_SUFFIXES, MAX_DECODED_BYTES, RASTER_SUFFIXES, OpenedImage, SourceError,
-                                       SourceItem, open_image, resolve_sources)
+                                       open_image)
 from cstf_edge.runtime.timing import StageTimes
 
 log = logging.getLogger(__name__)
