@@ -178,3 +178,18 @@ def test_python_dash_m_entry_shows_help(capsys):
         sys.argv = argv
     assert stop.value.code == 0
     assert "export/cpu-int8.toml" in capsys.readouterr().out
+
+
+def test_two_input_export_runs_with_a_reference_image(tmp_path, scenes):
+    options = ExportOptions(precision="int8", imgsz=SIZE, calib=str(scenes["calib"]), with_reference=True,
+                            sensitivity=False, out=str(tmp_path / "ref"), name="ref")
+    summary = run_export(options, progress=False)
+    assert summary["gates"]["fp32_detection_parity"]["passed"]
+    from cstf_edge._io import read_image
+
+    images = sorted((scenes["val"] / "images").glob("*.png"))
+    for precision in ("fp32", "int8"):
+        with Detector(tmp_path / "ref" / f"ref.{precision}.onnx") as detector:
+            assert detector.info.input_names == ["images", "reference"]
+            found = detector.detect(read_image(images[0]), reference=read_image(images[1]))
+            assert found.image_shape == (SIZE, SIZE)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -44,11 +43,10 @@ import numpy as np
 
 from cstf_edge.export.calibration import cache_key
 from cstf_edge.export.errors import ExportError
-from cstf_edge.export.quantize_ort import QUANT_OP_TYPES
+from cstf_edge.export.quantize_ort import QUANT_OP_TYPES, calibration_reader, input_names
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "images"
 #: our method names -> Model Optimizer's (INT8 offers entropy and max; "max" is symmetric min/max)
 MODELOPT_METHODS = {"entropy": "entropy", "minmax": "max"}
 ORT_METHODS = ("entropy", "minmax", "percentile")
@@ -148,7 +146,7 @@ def _child_main(job_path: str) -> None:
     from modelopt.onnx.quantization import quantize
 
     job = pickle.loads(Path(job_path).read_bytes())
-    quantize(str(job["source"]), quantize_mode="int8", calibration_data_reader=_reader(job["batcher"]),
+    quantize(str(job["source"]), quantize_mode="int8", calibration_data_reader=calibration_reader(job["batcher"], input_names(Path(job["source"]))),
              calibration_method=job["method"], calibration_eps=["cpu"], nodes_to_exclude=job["exclude"],
              output_path=str(job["output"]), high_precision_dtype="fp32", use_zero_point=False,
              log_level=job["level"])
@@ -184,7 +182,7 @@ def quantize_symmetric_ort(fp32_path: Path, out_path: Path, *, batcher: Collecti
         extra["CalibStridedMinMax"] = CALIBRATION_STRIDE
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
-    reader = None if cache_arg and cache_path.is_file() else _reader(batcher)
+    reader = None if cache_arg and cache_path.is_file() else calibration_reader(batcher, input_names(fp32_path))
     try:
         q.quantize_static(str(fp32_path), str(out_path), reader, quant_format=q.QuantFormat.QDQ,
                           op_types_to_quantize=TRT_CALIBRATED_OPS, nodes_to_quantize=nodes, per_channel=True,
@@ -285,46 +283,6 @@ def check_symmetric(path: Path) -> int:
         raise ExportError(f"{path}: {len(bad)} Q/DQ nodes are not symmetric INT8 (TensorRT needs an int8 zero "
                           f"point of 0), e.g. {', '.join(bad[:3])}")
     return sum(n.op_type == "QuantizeLinear" for n in graph.node)
-
-
-def _reader(batcher: Collection[np.ndarray]):
-    """An ONNX Runtime ``CalibrationDataReader`` over the batcher: ``set_range`` for strided min/max
-    (``batcher.batches(start, end)`` where it has one), ``get_first`` (Model Optimizer's probe run) peeks."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    def feed(batch: np.ndarray) -> dict[str, np.ndarray]:
-        return {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
-
-    class BatcherReader(CalibrationDataReader):
-        def __init__(self):
-            self.first = None
-            self.set_range(0, len(batcher))
-
-        def __len__(self) -> int:
-            return len(batcher)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            if hasattr(batcher, "batches"):
-                self.batches = iter(batcher.batches(start_index, end_index))
-            else:
-                self.batches = itertools.islice(iter(batcher), start_index, end_index)
-
-        def rewind(self) -> None:
-            self.set_range(0, len(batcher))
-
-        def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else feed(batch)
-
-        def get_first(self):
-            if self.first is None:
-                batch = next(iter(batcher), None)
-                if batch is None:
-                    raise ExportError("the calibration set yielded no batch")
-                self.first = feed(batch)
-            return self.first
-
-    return BatcherReader()
 
 
 def _result_files(cache_path: Path) -> tuple[Path, Path]:

@@ -8,6 +8,7 @@ preprocessing, calibration images and method: a second export with the same inpu
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -34,25 +35,56 @@ def _quantization():
     return quantization
 
 
-def _reader(batcher: CalibrationBatcher):
+def feed(names: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The input dict of a model with inputs ``names``: a two-input model gets the query as its own
+    reference (self-correspondence, as the model runs without a reference image)."""
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    return {name: batch for name in names}
+
+
+def input_names(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
+
+
+def calibration_reader(batcher, names: list[str]):
+    """ONNX Runtime's ``CalibrationDataReader`` over a calibration batcher (any sized iterable of float32
+    ``[B, 3, H, W]``; ``batcher.batches(start, stop)`` where it has one): ``set_range`` lets the quantizer
+    calibrate a few batches at a time (``CalibStridedMinMax``, which bounds memory); ``get_first`` is the probe
+    run Model Optimizer makes."""
     q = _quantization()
 
     class BatcherReader(q.CalibrationDataReader):
-        """ONNX Runtime's reader interface over the project's calibration batcher; ``set_range`` lets the
-        quantizer calibrate a few batches at a time (``CalibStridedMinMax``), which bounds memory."""
-
         def __init__(self):
+            self.first = None
             self.set_range(0, len(batcher))
 
         def __len__(self) -> int:
             return len(batcher)
 
         def set_range(self, start_index: int, end_index: int) -> None:
-            self.batches = batcher.batches(start_index, end_index)
+            if hasattr(batcher, "batches"):
+                self.batches = iter(batcher.batches(start_index, end_index))
+            else:
+                self.batches = itertools.islice(iter(batcher), start_index, end_index)
+
+        def rewind(self) -> None:
+            self.set_range(0, len(batcher))
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {"images": batch}
+            return None if batch is None else feed(names, batch)
+
+        def get_first(self):
+            if self.first is None:
+                batch = next(iter(batcher), None)
+                if batch is None:
+                    raise ExportError("the calibration set yielded no batch")
+                self.first = feed(names, batch)
+            return self.first
 
     return BatcherReader()
 
@@ -72,7 +104,7 @@ def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | N
     extra = {"CalibPercentile": PERCENTILE}
     if batcher is not None and len(batcher) % CALIBRATION_STRIDE == 0:
         extra["CalibStridedMinMax"] = CALIBRATION_STRIDE
-    q.quantize_static(str(fp32_path), str(out_path), None if cache_path.is_file() else _reader(batcher),
+    q.quantize_static(str(fp32_path), str(out_path), None if cache_path.is_file() else calibration_reader(batcher, input_names(fp32_path)),
                       quant_format=q.QuantFormat.QDQ, op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
                       activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                       nodes_to_quantize=only or [], nodes_to_exclude=exclude or [],
@@ -105,4 +137,5 @@ def run_onnx(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"images": x})[0] for x in inputs])
+    names = [i.name for i in session.get_inputs()]
+    return np.concatenate([session.run(None, feed(names, x))[0] for x in inputs])
