@@ -326,3 +326,17 @@ def test_real_hrsc2016_images_write_every_format_and_ship_scores(tmp_path, onnx_
         assert len(list((tmp_path / "out" / folder).iterdir())) == summary.processed
     result = evaluate_dota(tmp_path / "out", hrsc / "Annotations", labels_format="hrsc", classes=["ship"])
     assert set(result.per_class_ap) == {"ship"} and math.isfinite(result.mAP)
+
+
+def test_detect_large_takes_a_path(tmp_path, onnx_model):
+    from cstf_edge._io import write_image
+    from cstf_edge.data.synthrs import make_scene, render
+    from cstf_edge.runtime import Detector
+
+    image = render(make_scene(2, 0, size=700), "optical")
+    write_image(tmp_path / "scene.png", image)
+    with Detector(onnx_model) as detector:
+        from_path = detector.detect_large(tmp_path / "scene.png")
+        from_array = detector.detect_large(image)
+    assert from_path.image_shape == (700, 700) and len(from_path) == len(from_array) > 0
+    np.testing.assert_allclose(from_path.rboxes, from_array.rboxes)

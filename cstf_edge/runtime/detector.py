@@ -145,10 +145,16 @@ class Detector:
         return max(height, width) > self.tile
 
     def detect_large(self, scene, reference=None) -> DetectionResult:
-        """A scene of any size (array or :class:`WindowReader`): tiled when larger than ``tile``."""
-        reader = ArrayWindows(scene) if isinstance(scene, np.ndarray) else scene
-        ref_reader = None if reference is None else (
-            ArrayWindows(reference) if isinstance(reference, np.ndarray) else reference)
+        """A scene of any size — an array, a :class:`WindowReader` or a path (an image, or a GeoTIFF read
+        window by window; ``cstf_edge.runtime.sources``) — tiled when larger than ``tile``."""
+        opened = [_open_scene(item) for item in (scene, reference)]
+        try:
+            return self._detect_large(*(reader for reader, _ in opened))
+        finally:
+            for _, close in opened:
+                close()
+
+    def _detect_large(self, reader: WindowReader, ref_reader: WindowReader | None) -> DetectionResult:
         if not self.needs_tiling(reader.height, reader.width):
             with self.times("decode"):
                 image = reader.read(0, 0, reader.width, reader.height)
@@ -176,6 +182,18 @@ class Detector:
     def _result(self, found: Detections, shape) -> DetectionResult:
         return DetectionResult(found.rboxes, found.scores, found.class_ids, self.class_names,
                                (int(shape[0]), int(shape[1])))
+
+
+def _open_scene(scene):
+    """``(reader, close)`` for an array, a window reader, a path or None."""
+    if scene is None or isinstance(scene, np.ndarray):
+        return (None if scene is None else ArrayWindows(scene)), lambda: None
+    if isinstance(scene, (str, Path)):
+        from cstf_edge.runtime.sources import open_image  # sources builds on this module
+
+        opened = open_image(scene)
+        return opened.reader, opened.close
+    return scene, lambda: None
 
 
 def _conversion(spec: PreprocessSpec) -> dict:
