@@ -5,6 +5,8 @@ precision and backend is measured by the same code on the same images.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -21,14 +23,16 @@ MAP_CONF = 0.001
 MAP_NMS_IOU = 0.5
 
 
-def detect_labelled(detector, labels: list[ImageLabels], progress: bool = True,
-                    desc: str = "detect") -> dict[str, Task1Detections]:
-    """Per-class detections of ``detector`` (scene tiled when larger than its tile) on each labelled image."""
+def detect_labelled(detector, labels: list[ImageLabels], progress: bool = True, desc: str = "detect",
+                    references: Mapping[str, str | Path] | None = None) -> dict[str, Task1Detections]:
+    """Per-class detections of ``detector`` (scene tiled when larger than its tile) on each labelled image;
+    ``references``: ``image_id -> path`` of co-registered reference images (None: none)."""
     found: dict[str, list] = {name: [] for name in detector.class_names}
     for item in tqdm(labels, desc=desc, unit="image", disable=not progress, leave=False):
         with detector.times("decode"):
             image = read_image(item.image_path)
-        result = detector.detect_large(image)
+            reference = None if references is None else read_image(references[item.image_id])
+        result = detector.detect_large(image, reference)
         for name, score, polygon in zip(result.names, result.scores, result.polygons):
             found[name].append((item.image_id, float(score), polygon))
     return {name: Task1Detections([d[0] for d in dets], [d[1] for d in dets],

@@ -10,6 +10,7 @@ import numpy as np
 from cstf_edge.runtime.artifact import ArtifactInfo
 from cstf_edge.runtime.backends.base import Runner
 from cstf_edge.runtime.errors import ArtifactError, BackendUnavailableError
+from cstf_edge.runtime.preprocess import PreprocessSpec
 
 
 def _weights_meta(path: Path) -> dict:
@@ -33,6 +34,17 @@ class TorchRunner(Runner):
         self.model = model
         super().__init__(path, device)
 
+    @classmethod
+    def from_model(cls, model, class_names, imgsz: int) -> "TorchRunner":
+        """A runner over a model already in memory (validation during training): the model's device, fp32,
+        any batch, input ``imgsz`` x ``imgsz``."""
+        runner = cls.__new__(cls)
+        runner.path = Path(f"<in-memory {type(model).__name__}>")
+        runner.device = str(next(model.parameters()).device)
+        runner.half, runner.model, runner.active = False, model, False
+        runner.info = ArtifactInfo(class_names=list(class_names), preprocess=PreprocessSpec(imgsz, imgsz), batch=None)
+        return runner
+
     def _read_info(self) -> ArtifactInfo:
         info = ArtifactInfo.from_weights_meta(_weights_meta(self.path))
         info.precision = "fp16" if self.half else "fp32"
@@ -50,7 +62,7 @@ class TorchRunner(Runner):
         self.model = self.model.to(self.device).eval()
 
     def deactivate(self) -> None:
-        self.model = None
+        self.model = None if self.path.is_file() else self.model
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
