@@ -14,13 +14,14 @@ from cstf_edge.errors import CstfError
 log = logging.getLogger("cstf_edge")
 
 # Subcommand modules, in the order `--help` lists them.
-_SUBCOMMANDS = ("demo", "synth", "split", "eval_dota", "info", "train", "val", "export", "run", "bench")
+_SUBCOMMANDS = ("demo", "synth", "split", "eval_dota", "eval_match", "info", "train", "val", "export", "run", "bench")
 
 _EPILOG = """examples:
   cstf-edge demo                                      the whole pipeline on SynthRS scenes in a few minutes
   cstf-edge synth data/synth --n 200 --seed 1         make a SynthRS data set (DOTA layout)
   cstf-edge split DOTA/train DOTA/train_1024          cut large images into 1024 px patches
   cstf-edge eval-dota --results out/ --labels data/synth/labelTxt --json
+  cstf-edge eval-match ../shared/data/multimodal/srif_dataset   SIFT/ORB matching success per modality
   cstf-edge info --model cstf-n --imgsz 1024          parameters and GFLOPs beside YOLOv8n-obb
   cstf-edge train --data data/synth --val data/synth_val --epochs 15 --out runs/synth
   cstf-edge val --data data/synth_val --json          mAP of the shipped weights (or --weights W)
