@@ -9,6 +9,9 @@
 4. the Task1 output scored with the DOTA evaluator;
 5. a short bench report of torch-fp32, onnxruntime-fp32 and onnxruntime-int8 (+ FP16 and CUDA on a GPU)
    on the 1024 scenes (``OUT/bench``).
+
+With ``device="cuda:N"`` step 3 runs pre/post-processing through the CUDA pipeline and step 5 adds the
+FP16 variants and PyTorch on the GPU.
 """
 from __future__ import annotations
 
@@ -64,9 +67,11 @@ def _export(options: DemoOptions, out: Path) -> dict:
 def _detect(options: DemoOptions, out: Path, scenes: Path, model: Path):
     from cstf_edge.runtime.run import RunConfig, run
 
+    # ONNX Runtime's CPU build runs the network; on a GPU machine pre/post-processing move to the CUDA twins.
+    pipeline = "cuda" if options.device.startswith("cuda") else "cpu"
     return run(RunConfig([str(scenes / "images")], model=str(model), device="cpu", out=str(out / "detections"),
                          conf=0.05, iou=0.1, formats=("dota", "task1", "json", "geojson"), save_vis=True,
-                         progress=options.progress))
+                         pipeline=pipeline, progress=options.progress))
 
 
 def _bench(options: DemoOptions, out: Path) -> dict:
