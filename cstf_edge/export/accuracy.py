@@ -41,29 +41,35 @@ def load_validation(val: str | Path, progress: bool = True) -> tuple[list[ImageL
     return labels, {"source": "dir", "path": str(path), "images": len(labels)}
 
 
-def artifact_map(path: Path, labels: list[ImageLabels], progress: bool = True) -> dict:
-    """VOC07 and VOC12 mAP (in points, 0-100) of an artifact, and its per-image time."""
-    start = time.perf_counter()
+def evaluate_artifact(path: Path, labels: list[ImageLabels], progress: bool = True) -> tuple[dict, float]:
+    """An artifact's accuracy (:func:`artifact_map`) and batch-1 latency (:func:`latency_ms`), from one
+    loaded session."""
     with Detector(path, "cpu", conf=MAP_CONF, iou=MAP_NMS_IOU) as detector:
-        results = evaluate_detector(detector, labels, progress=progress, desc=f"mAP {path.name}")
+        return artifact_map(detector, labels, progress, desc=f"mAP {path.name}"), latency_ms(detector)
+
+
+def artifact_map(detector: Detector, labels: list[ImageLabels], progress: bool = True, desc: str = "mAP") -> dict:
+    """VOC07 and VOC12 mAP (in points, 0-100) of a detector (at the mAP confidence floor), and its time."""
+    start = time.perf_counter()
+    results = evaluate_detector(detector, labels, progress=progress, desc=desc)
     seconds = time.perf_counter() - start
     return {"map50_voc07": round(100 * results["voc07"].mAP, 3), "map50_voc12": round(100 * results["voc12"].mAP, 3),
             "per_class_ap_voc07": {k: round(100 * v, 3) for k, v in results["voc07"].per_class_ap.items()},
             "images": len(labels), "seconds": round(seconds, 2)}
 
 
-def latency_ms(path: Path, runs: int = 5) -> float:
-    """Median wall time of one batch-1 inference (ONNX Runtime, CPU, all cores), after one warm-up."""
-    with Detector(path, "cpu") as detector:
-        height, width = detector.info.imgsz
-        feed = {name: np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-                for name in detector.info.input_names}
+def latency_ms(detector: Detector, runs: int = 5) -> float:
+    """Median wall time of one batch-1 inference of the detector's network (ONNX Runtime, CPU, all cores),
+    after one warm-up."""
+    height, width = detector.info.imgsz
+    feed = {name: np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
+            for name in detector.info.input_names}
+    detector.runner.infer(feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
         detector.runner.infer(feed)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            detector.runner.infer(feed)
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     return round(1000 * float(np.median(times)), 2)
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import platform
 import time
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from cstf_edge.export.graph_policy import int8_float_nodes
 from cstf_edge.export.onnx_export import export_onnx, load_checkpoint, sha256_file
 from cstf_edge.export.options import ExportOptions
 from cstf_edge.export.parity import compare_outputs
-from cstf_edge.export.quantize_ort import count_qdq, finish_int8, quantize, run_onnx
+from cstf_edge.export.quantize_ort import finish_int8, quantize, run_onnx
 from cstf_edge.runtime.artifact import ArtifactInfo
 from cstf_edge.runtime.preprocess import PreprocessSpec, preprocess_batch
 
@@ -56,6 +57,7 @@ class ExportRun:
     def path(self, precision: str) -> Path:
         return self.out / f"{self.name}.{precision}.onnx"
 
+    @cached_property
     def parity_inputs(self) -> list[np.ndarray]:
         """A few preprocessed images: validation images when there are, else SynthRS-like noise."""
         if self.val_labels:
@@ -71,13 +73,17 @@ class ExportRun:
         self.out.mkdir(parents=True, exist_ok=True)
         info = export_onnx(self.model, self.meta, self.options, self.path("fp32"), self.source_sha)
         self.artifacts["fp32"] = self.path("fp32")
-        inputs = self.parity_inputs()
         import torch
 
         with torch.no_grad():
-            reference = np.concatenate([self._torch_forward(torch.from_numpy(x)) for x in inputs])
-        self._report("fp32", info, compare_outputs(reference, run_onnx(self.path("fp32"), inputs)), "pytorch fp32")
+            reference = np.concatenate([self._torch_forward(torch.from_numpy(x)) for x in self.parity_inputs])
+        self._report("fp32", info, compare_outputs(reference, self.fp32_outputs), "pytorch fp32")
         return info
+
+    @cached_property
+    def fp32_outputs(self) -> np.ndarray:
+        """The FP32 ONNX's raw outputs on the parity inputs (the reference of the FP16/INT8 parity)."""
+        return run_onnx(self.path("fp32"), self.parity_inputs)
 
     def _torch_forward(self, images) -> np.ndarray:
         """The PyTorch output the ONNX must match; a two-input export is fed the query as its reference."""
@@ -99,14 +105,14 @@ class ExportRun:
         cache = cache_dir() / "calibration" / f"{self.name}-{key}.json"
         log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
                  self.options.calib_method, cache, "reused" if cache.is_file() else "new")
-        base = int8_float_nodes(_load_graph(self.path("fp32")))
+        graph = _load_graph(self.path("fp32"))
+        base = int8_float_nodes(graph)
         staging = self.out / f".{self.name}.int8.staging.onnx"
-        rows, float_groups = self._sensitivity(batcher, base, cache, staging)
+        rows, float_groups = self._sensitivity(graph, batcher, base, cache, staging)
         exclude = base + [node for row in float_groups for node in row]
         self._quantize(staging, batcher, cache, exclude)
         extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
-                 "fp32_nodes": len(exclude), "quantized_tensors": count_qdq(staging),
-                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
+                 "fp32_nodes": len(exclude), "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
         int8_info = finish_int8(staging, self.path("int8"), info, extra)
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
@@ -132,9 +138,9 @@ class ExportRun:
             quantize(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
                      exclude=exclude)
 
-    def _sensitivity(self, batcher, base: list[str], cache: Path, staging: Path):
-        """Sweep (or reuse the cached sweep); returns the table and the node lists of FP32 groups."""
-        graph = _load_graph(self.path("fp32"))
+    def _sensitivity(self, graph, batcher, base: list[str], cache: Path, staging: Path):
+        """Sweep (or reuse the cached sweep) over the FP32 ``graph``; returns the table and the node lists of
+        FP32 groups."""
         groups = sensitivity.quantizable_groups(graph, set(base))
         table_cache = cache.with_suffix(".sensitivity.json")
         rows = sensitivity.load_table(table_cache) if self.options.sensitivity else []
@@ -153,8 +159,7 @@ class ExportRun:
         return rows, [groups.get(r.group, []) for r in rows if r.kept_fp32]
 
     def _compare_to_fp32(self, precision: str, info: ArtifactInfo) -> None:
-        inputs = self.parity_inputs()
-        parity = compare_outputs(run_onnx(self.path("fp32"), inputs), run_onnx(self.path(precision), inputs))
+        parity = compare_outputs(self.fp32_outputs, run_onnx(self.path(precision), self.parity_inputs))
         self._report(precision, info, parity, "onnx fp32")
 
     def _report(self, precision: str, info: ArtifactInfo, parity, against: str) -> None:
@@ -165,8 +170,8 @@ class ExportRun:
 
     def evaluate(self) -> None:
         for precision, path in self.artifacts.items():
-            self.reports[precision]["accuracy"] = accuracy.artifact_map(path, self.val_labels, self.progress)
-            self.reports[precision]["latency_ms_batch1_cpu"] = accuracy.latency_ms(path)
+            found, latency = accuracy.evaluate_artifact(path, self.val_labels, self.progress)
+            self.reports[precision].update(accuracy=found, latency_ms_batch1_cpu=latency)
 
     def gates(self) -> dict:
         gates = {}

@@ -43,6 +43,7 @@ import numpy as np
 
 from cstf_edge.export.calibration import cache_key
 from cstf_edge.export.errors import ExportError
+from cstf_edge.export.onnx_export import sha256_file
 from cstf_edge.export.quantize_ort import QUANT_OP_TYPES, calibration_reader, input_names
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,7 @@ def _result_key(fp32_path: Path, batcher, method: str, exclude: list[str], versi
     """Everything the Q/DQ model depends on: FP32 bytes, method, exclusions, Model Optimizer's version and the
     calibration data: files (path, size, mtime) and preprocessing of a ``CalibrationBatcher``, else the bytes
     of the batches."""
-    model = hashlib.sha256(Path(fp32_path).read_bytes()).hexdigest()
+    model = sha256_file(fp32_path)
     if hasattr(batcher, "paths"):
         stats = [(str(Path(p).resolve()), Path(p).stat()) for p in batcher.paths]
         spec = getattr(batcher, "spec", None)

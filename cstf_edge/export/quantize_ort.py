@@ -113,21 +113,18 @@ def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | N
 
 
 def finish_int8(qdq_path: Path, out_path: Path, info: ArtifactInfo, extra: dict) -> ArtifactInfo:
-    """Add the artifact metadata to a Q/DQ model and move it atomically to ``out_path``."""
+    """Add the artifact metadata (with the number of quantized tensors) to a Q/DQ model and move it atomically
+    to ``out_path``."""
     import onnx
 
     model = onnx.load(str(qdq_path))
+    quantized = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    extra = {**extra, "quantized_tensors": quantized}
     int8_info = ArtifactInfo(**{**info.__dict__, "precision": "int8", "extra": {**info.extra, **extra}})
     set_metadata(model, int8_info)
     atomic_write_bytes(out_path, model.SerializeToString())
     qdq_path.unlink(missing_ok=True)
     return int8_info
-
-
-def count_qdq(path: Path) -> int:
-    import onnx
-
-    return sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
 
 
 def run_onnx(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
