@@ -227,15 +227,9 @@ def _read_info(path: Path):
 def open_runner(variant: Variant, path: Path, options: BenchOptions):
     """The runtime runner of ``variant`` (not yet activated)."""
     if variant.backend == "torch":
-        from dataclasses import replace
-
         from cstf_edge.runtime.backends.torch import TorchRunner
 
-        runner = TorchRunner(path, options.device, half=variant.precision == "fp16")
-        # The weights record their training size; the PyTorch model is fully convolutional, so it runs at any
-        # multiple of 64: feed it the bench's input size, like the exported artifacts.
-        runner.info.preprocess = replace(runner.info.preprocess, height=options.imgsz, width=options.imgsz)
-        return runner
+        return TorchRunner(path, options.device, half=variant.precision == "fp16", imgsz=options.imgsz)
     if variant.backend == "onnxruntime":
         from cstf_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
 

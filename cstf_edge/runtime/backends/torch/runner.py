@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,17 @@ def _weights_meta(path: Path) -> dict:
 
 
 class TorchRunner(Runner):
-    """Runs the PyTorch model of a ``.safetensors`` weights file (fp32, or fp16 autocast on CUDA)."""
+    """Runs the PyTorch model of a ``.safetensors`` weights file (fp32, or fp16 autocast on CUDA). ``imgsz``:
+    the input size to feed (default: the size the weights were trained at; the model is fully convolutional,
+    so any multiple of 64 works, like the exported artifacts' sizes)."""
 
     backend = "torch"
 
-    def __init__(self, path, device: str = "cpu", half: bool = False, model=None):
+    def __init__(self, path, device: str = "cpu", half: bool = False, imgsz: int | None = None):
         self.half = half
-        self.model = model
+        self.imgsz = imgsz
+        self.model = None
+        self.owns_model = True  # loaded on activation, dropped on deactivation
         super().__init__(path, device)
 
     @classmethod
@@ -41,13 +46,15 @@ class TorchRunner(Runner):
         runner = cls.__new__(cls)
         runner.path = Path(f"<in-memory {type(model).__name__}>")
         runner.device = str(next(model.parameters()).device)
-        runner.half, runner.model, runner.active = False, model, False
+        runner.half, runner.model, runner.owns_model, runner.active = False, model, False, False
         runner.info = ArtifactInfo(class_names=list(class_names), preprocess=PreprocessSpec(imgsz, imgsz), batch=None)
         return runner
 
     def _read_info(self) -> ArtifactInfo:
         info = ArtifactInfo.from_weights_meta(_weights_meta(self.path))
         info.precision = "fp16" if self.half else "fp32"
+        if self.imgsz is not None:
+            info.preprocess = replace(info.preprocess, height=self.imgsz, width=self.imgsz)
         return info
 
     def activate(self) -> None:
@@ -62,7 +69,8 @@ class TorchRunner(Runner):
         self.model = self.model.to(self.device).eval()
 
     def deactivate(self) -> None:
-        self.model = None if self.path.is_file() else self.model
+        if self.owns_model:
+            self.model = None
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
