@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cstf_edge._io import read_image
-from cstf_edge.eval.detector_map import evaluate_detector
+from cstf_edge.export.accuracy import artifact_map
 from cstf_edge.export.parity import PARITY_CONF, matched_count
 from cstf_edge.runtime.detector import Detector
 from cstf_edge.runtime.postprocess import Detections
@@ -213,13 +213,8 @@ class RecordingDetector(Detector):
 def measure_accuracy(detector: RecordingDetector, labels, progress: bool = True, desc: str = "mAP") -> dict:
     """VOC07 and VOC12 mAP (points, 0-100) and per-class VOC07 AP with the project's DOTA evaluator."""
     detector.found = []
-    start = time.perf_counter()
-    results = evaluate_detector(detector, labels, progress=progress, desc=desc)
-    voc07, voc12 = results["voc07"], results["voc12"]
-    return {"map50_voc07": round(100 * voc07.mAP, 3), "map50_voc12": round(100 * voc12.mAP, 3),
-            "per_class_ap_voc07": {k: round(100 * v, 3) for k, v in voc07.per_class_ap.items()},
-            "images": len(labels), "detections": int(sum(len(d) for d in detector.found)),
-            "seconds": round(time.perf_counter() - start, 2)}
+    figures = artifact_map(detector, labels, progress, desc)
+    return {**figures, "detections": int(sum(len(d) for d in detector.found))}
 
 
 def confident(found: list[Detections], conf: float = PARITY_CONF) -> list[Detections]:
