@@ -134,9 +134,9 @@ class Artifacts:
         return stem + ("-trt" if target == "tensorrt" else "")
 
     def _model(self) -> str:
-        from cstf_edge.runtime.backends.torch.runner import _weights_meta
+        from cstf_edge.runtime.backends.torch.runner import weights_meta
 
-        return _weights_meta(self.weights).get("model", "model")
+        return weights_meta(self.weights).get("model", "model")
 
     def path(self, variant: Variant) -> Path:
         if variant.backend == "torch":

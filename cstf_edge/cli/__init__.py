@@ -14,7 +14,8 @@ from cstf_edge.errors import CstfError
 log = logging.getLogger("cstf_edge")
 
 # Subcommand modules, in the order `--help` lists them.
-_SUBCOMMANDS = ("demo", "synth", "split", "eval_dota", "eval_match", "info", "train", "val", "export", "run", "bench")
+_SUBCOMMANDS = ("demo", "synth", "split", "eval_dota", "eval_match", "info", "train", "val", "export", "run", "bench",
+                "train_match", "match")
 
 _EPILOG = """examples:
   cstf-edge demo                                      the whole pipeline on SynthRS scenes in a few minutes
@@ -28,6 +29,8 @@ _EPILOG = """examples:
   cstf-edge run scenes/ --model cstf-n.onnx --out out  detect with an exported model (DOTA, Task1, JSON)
   cstf-edge export --profile export/cpu-int8.toml     FP32 + INT8 ONNX with parity and accuracy gates
   cstf-edge bench --data calibration/synthrs-val.toml  accuracy vs FPS of torch/ONNX Runtime/TensorRT x precisions
+  cstf-edge train-match --out runs/match              self-supervised matcher training on SynthRS pairs
+  cstf-edge match ref.png query.png --out runs/pair   register a query onto a reference (any sensor, any angle)
 """
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -18,8 +19,8 @@ log = logging.getLogger(__name__)
 
 _EXAMPLES = """examples:
   cstf-edge eval-match ../shared/data/multimodal/srif_dataset
-      SIFT and ORB on every SRIF pair, per-modality table (Optical-SAR is shown but not scored: its GT is
-      known to be wrong)
+      the shipped CSTF matcher, SIFT and ORB on every SRIF pair, per-modality table (Optical-SAR is shown
+      but not scored: its GT is known to be wrong)
   cstf-edge synth data/sarpairs --n 1 --size 512 --pairs 20 --pair-modalities optical,sar
   cstf-edge eval-match data/sarpairs ../shared/data/multimodal/srif_dataset/Nighttime --out runs/match
       several folders in one run; runs/match/report.json and report.md hold every pair and the tables
@@ -30,7 +31,8 @@ points to pairN_2, 1-based MATLAB pixel coordinates; a modality folder itself al
 written with `cstf-edge synth ... --pairs N` (pairs/transforms/<id>.txt).
 Metrics per modality: success rate (estimated transform within 3 px RMSE of the GT on a 10 x 10 grid over
 the query), mean correct matches (GT reprojection error < 3 px), correct-match ratio, RMSE of correct
-matches, seconds per pair (matching + estimation). Matchers: ratio test 0.8, no cross-check; estimator:
+matches, seconds per pair (matching + estimation). CSTF: mutual dual-softmax matches with confidence >= 0.2,
+query tried in 4 quarter turns. SIFT/ORB: ratio test 0.8, no cross-check. Estimator:
 OpenCV USAC_MAGSAC, 3 px, at least 8 inliers or the pair fails.
 """
 
@@ -39,13 +41,16 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval-match",
         help="matching accuracy (success rate, correct matches) on pair folders with ground truth",
-        description="Evaluate point matchers (OpenCV SIFT and ORB baselines) on reference/query pairs with "
+        description="Evaluate point matchers (CSTF, and the OpenCV SIFT and ORB baselines) on reference/query pairs with "
         "ground-truth transforms, with one robust estimator, and report per modality.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="folder of pairs (SRIF layout or SynthRS --pairs)")
-    parser.add_argument("--methods", default="sift,orb", help=f"comma list of {', '.join(MATCHERS)} (default sift,orb)")
+    parser.add_argument("--methods", default="cstf,sift,orb",
+                        help=f"comma list of {', '.join(MATCHERS)} (default all)")
+    parser.add_argument("--model", help="CSTF matcher weights or .onnx (default: the shipped matcher weights)")
+    parser.add_argument("--device", default="cpu", help="device of the CSTF matcher (default cpu)")
     parser.add_argument("--transform", choices=TRANSFORMS, default="affine",
                         help="transform the robust estimator fits (default affine)")
     parser.add_argument("--out", help="write report.json and report.md to this folder")
@@ -92,18 +97,22 @@ def _markdown(report: dict, methods: list[str], args) -> str:
             f"{TOLERANCE:g} px\n\n```\n{format_table(report, methods)}\n```\n\nPer pair: report.json\n")
 
 
-def _evaluate(pairs: list[MatchPair], methods: list[str], transform: str, progress: bool) -> list[PairResult]:
-    matchers = [make_matcher(m) for m in methods]
+def _evaluate(pairs: list[MatchPair], methods: list[str], args) -> list[PairResult]:
+    matchers = [make_matcher(m, args.model, args.device) if m == "cstf" else make_matcher(m) for m in methods]
     results = []
-    for pair in tqdm(pairs, desc="pairs", disable=not progress):
-        results.extend(evaluate_pair(pair, matcher, transform) for matcher in matchers)
+    with contextlib.ExitStack() as stack:
+        for matcher in matchers:
+            if hasattr(matcher, "__enter__"):
+                stack.enter_context(matcher)  # load the model before timing the first pair
+        for pair in tqdm(pairs, desc="pairs", disable=args.no_progress):
+            results.extend(evaluate_pair(pair, matcher, args.transform) for matcher in matchers)
     return results
 
 
 def run(args) -> int:
     methods = _methods(args.methods)
     pairs = [pair for folder in args.dirs for pair in read_pairs(folder)]
-    results = _evaluate(pairs, methods, args.transform, not args.no_progress)
+    results = _evaluate(pairs, methods, args)
     report = aggregate(results)
     if args.out:
         out = Path(args.out)

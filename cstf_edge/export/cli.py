@@ -29,6 +29,8 @@ examples:
   python -m cstf_edge.export --weights runs/dota/weights.safetensors --precision fp16 --imgsz 1024 --out art
   python -m cstf_edge.export --profile export/ground-station-int8.toml --calib calibration/my-scenes.toml
   cstf-edge export --precision int8 --calib calibration/synthrs-calib.toml --calib-method entropy --json
+  python -m cstf_edge.export --matcher cstf_edge/weights/cstf-matcher-synthrs.safetensors --out artifacts
+      the matcher as a two-input ONNX (reference, query; up to 4 query turns per call) for cstf-edge match
 """
 
 
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dla-core", type=int, help="TensorRT: build for this DLA core (Jetson), GPU fallback on")
     parser.add_argument("--name", help="artifact base name (default <model>-<imgsz>)")
     parser.add_argument("--out", help="output folder (default artifacts)")
+    parser.add_argument("--matcher", metavar="WEIGHTS", help="export a CSTF matcher (cstf-edge train-match weights) "
+                        "to <out>/<name or cstf-matcher-IMGSZ>.onnx instead of the detector (imgsz default 512)")
     parser.add_argument("--json", action="store_true", help="print the summary report as JSON")
 
 
@@ -75,8 +79,26 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def run_matcher_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cstf_edge.export.matcher_onnx import export_matcher
+
+    imgsz = args.imgsz or 512
+    path = Path(args.out or "artifacts") / f"{args.name or f'cstf-matcher-{imgsz}'}.onnx"
+    info, figures = export_matcher(args.matcher, path, imgsz)
+    report = {"artifact": str(path), "imgsz": imgsz, "max_query_batch": info.max_batch, "parity": figures}
+    print(json.dumps(report, indent=2) if args.json else
+          f"wrote {path}: parity with PyTorch, confidence {figures['confidence_max_abs']:.2g}, points "
+          f"{figures['points_max_abs']:.2g} px")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from cstf_edge.export import run_export
+
+    if args.matcher:
+        return run_matcher_export(args)
 
     summary = run_export(options_from_args(args), progress=not args.json)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))

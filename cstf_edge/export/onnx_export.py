@@ -60,7 +60,7 @@ def set_metadata(model_proto, info: ArtifactInfo) -> None:
     """Write ``info`` into an ONNX ModelProto's ``metadata_props`` (replacing earlier cstf-edge keys)."""
     flat = {METADATA_KEY: info.to_json(), "names": json.dumps(dict(enumerate(info.class_names))),
             "stride": str(max(info.strides)), "imgsz": json.dumps(list(info.imgsz)), "precision": info.precision,
-            "task": "obb", "author": "cstf-edge"}
+            "task": "obb" if info.task == "detect" else info.task, "author": "cstf-edge"}
     kept = [p for p in model_proto.metadata_props if p.key not in flat]
     del model_proto.metadata_props[:]
     model_proto.metadata_props.extend(kept)

@@ -16,7 +16,7 @@ import numpy as np
 from cstf_edge.errors import CstfError
 
 RATIO = 0.8
-MATCHERS = ("sift", "orb")
+MATCHERS = ("cstf", "sift", "orb")
 
 
 @dataclass
@@ -59,8 +59,8 @@ class OpenCVMatcher:
     """SIFT or ORB keypoints + ratio-tested brute-force matching."""
 
     def __init__(self, kind: str = "sift", max_features: int = 4000, ratio: float = RATIO):
-        if kind not in MATCHERS:
-            raise CstfError(f"unknown matcher {kind!r}; choose from {', '.join(MATCHERS)}")
+        if kind not in ("sift", "orb"):
+            raise CstfError(f"unknown OpenCV matcher {kind!r}; choose sift or orb")
         self.name = kind
         self.ratio = ratio
         if kind == "sift":
@@ -90,6 +90,13 @@ class OpenCVMatcher:
         return Matches(ref_xy, qry_xy, np.clip(confidence, 0.0, 1.0))
 
 
-def make_matcher(name: str) -> Matcher:
-    """The matcher called ``name`` (``sift`` or ``orb``)."""
+def make_matcher(name: str, model: str | None = None, device: str = "cpu", **options) -> Matcher:
+    """The matcher called ``name``: ``cstf`` (``model``: a matcher artifact, default the shipped weights;
+    ``options`` go to :class:`cstf_edge.match.cstf.CSTFMatch`), ``sift`` or ``orb``."""
+    if name == "cstf":
+        from cstf_edge.match.cstf import CSTFMatch
+
+        return CSTFMatch(model, device, **options)
+    if name not in MATCHERS:
+        raise CstfError(f"unknown matcher {name!r}; choose from {', '.join(MATCHERS)}")
     return OpenCVMatcher(name)

@@ -35,6 +35,7 @@ class ArtifactInfo:
     model: str = ""
     source_sha256: str = ""
     extra: dict = field(default_factory=dict)  # calibration, TensorRT build environment, ...
+    task: str = "detect"  # "detect" (images [, reference] -> detections) or "match" (reference, query -> matches)
 
     @property
     def imgsz(self) -> tuple[int, int]:
@@ -42,6 +43,8 @@ class ArtifactInfo:
 
     @property
     def input_names(self) -> list[str]:
+        if self.task == "match":
+            return ["reference", "query"]
         return ["images", "reference"] if self.with_reference else ["images"]
 
     def to_json(self) -> str:

@@ -22,9 +22,9 @@ def open_runner(path: str | Path, device: str = "cpu", **options) -> Runner:
         from cstf_edge.runtime.backends.tensorrt import TensorRTRunner
 
         return TensorRTRunner(path, device, **options)
-    from cstf_edge.runtime.backends.torch import TorchRunner
+    from cstf_edge.runtime.backends.torch import torch_runner
 
-    return TorchRunner(path, device, **options)
+    return torch_runner(path, device, **options)
 
 
 __all__ = ["Runner", "open_runner"]

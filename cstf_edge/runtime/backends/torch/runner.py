@@ -14,7 +14,7 @@ from cstf_edge.runtime.errors import ArtifactError, BackendUnavailableError
 from cstf_edge.runtime.preprocess import PreprocessSpec
 
 
-def _weights_meta(path: Path) -> dict:
+def weights_meta(path: Path) -> dict:
     """The JSON metadata of a safetensors weights file, read from its header (no torch needed)."""
     try:
         with open(path, "rb") as handle:
@@ -51,7 +51,7 @@ class TorchRunner(Runner):
         return runner
 
     def _read_info(self) -> ArtifactInfo:
-        info = ArtifactInfo.from_weights_meta(_weights_meta(self.path))
+        info = ArtifactInfo.from_weights_meta(weights_meta(self.path))
         info.precision = "fp16" if self.half else "fp32"
         if self.imgsz is not None:
             info.preprocess = replace(info.preprocess, height=self.imgsz, width=self.imgsz)

@@ -1,0 +1,111 @@
+"""The CSTF matcher at run time (no torch): any matcher artifact (ONNX, or weights through the PyTorch
+reference backend) behind the :class:`~cstf_edge.match.baselines.Matcher` protocol.
+
+Per pair: both images go through the project's one preprocessing (letterbox to the network size, RGB,
+/255); the query is also tried turned by 1, 2 and 3 quarter turns (``rotations=4``; the network tolerates
+about +-45 degrees by itself) in one batch against the one reference. Each turn's matches are the query
+tokens whose mutual dual-softmax confidence reaches ``min_confidence``, mapped back to original pixels
+(inverse letterbox, inverse turn, then OpenCV's integer pixel centres); tokens on the letterbox padding
+are dropped. The turn kept is the one whose
+matches a robust similarity fit explains best (most inliers; ties: more matches).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cstf_edge.errors import CstfError
+from cstf_edge.match.baselines import Matches
+from cstf_edge.match.estimate import estimate_transform
+from cstf_edge.match.rot90 import rot90_matrix, rotate90
+from cstf_edge.runtime.backends import open_runner
+from cstf_edge.runtime.preprocess import letterbox, to_tensor
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MATCHER = Path(__file__).resolve().parent.parent / "weights" / "cstf-matcher-synthrs.safetensors"
+MIN_CONFIDENCE = 0.2
+
+
+def _to_opencv(points: np.ndarray) -> np.ndarray:
+    """Continuous pixel coordinates -> OpenCV's (pixel centres at integers)."""
+    return points - 0.5
+
+
+def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Points (continuous coordinates) on the image, not on the letterbox padding."""
+    return (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+
+
+class CSTFMatch:
+    """``CSTFMatch(model, device, rotations, min_confidence, max_keypoints)``; a context manager (the model
+    is loaded on enter, or on the first :meth:`match`)."""
+
+    name = "cstf"
+
+    def __init__(self, model: str | Path | None = None, device: str = "cpu", rotations: int = 4,
+                 min_confidence: float = MIN_CONFIDENCE, max_keypoints: int | None = None, **runner_options):
+        if rotations not in (1, 2, 4):
+            raise CstfError(f"rotations must be 1, 2 or 4 (quarter turns tried), got {rotations}")
+        path = Path(model) if model else SHIPPED_MATCHER
+        self.runner = open_runner(path, device, **runner_options)
+        if self.runner.info.task != "match":
+            raise CstfError(f"{path}: this artifact is a {self.runner.info.task} model, not a matcher; export or "
+                            "train one with cstf-edge train-match")
+        self.turns = list(range(0, 4, 4 // rotations))
+        self.min_confidence = float(min_confidence)
+        self.max_keypoints = max_keypoints
+        self.last_turn = 0
+
+    def __enter__(self) -> "CSTFMatch":
+        if not self.runner.active:
+            self.runner.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.runner.active:
+            self.runner.__exit__(None, None, None)
+
+    def _infer(self, reference: np.ndarray, queries: list[np.ndarray]) -> dict[str, np.ndarray]:
+        self.__enter__()
+        fixed = self.runner.info.batch
+        feed_ref = to_tensor(reference[None], self.runner.info.preprocess)
+        spec = self.runner.info.preprocess
+        if fixed is None or fixed == len(queries):
+            return self.runner.infer({"reference": feed_ref, "query": to_tensor(np.stack(queries), spec)})
+        parts = [self.runner.infer({"reference": feed_ref, "query": to_tensor(q[None], spec)}) for q in queries]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _turn_matches(self, outputs, i: int, turn: int, ref_box, qry_box, query_shape) -> Matches:
+        confidence = outputs["confidence"][i]
+        keep = np.flatnonzero(confidence >= self.min_confidence)
+        if self.max_keypoints and keep.size > self.max_keypoints:
+            rank = confidence[keep] * outputs["saliency"][i][keep]
+            keep = keep[np.argsort(-rank, kind="stable")[: self.max_keypoints]]
+        ref_xy = ref_box.points_to_image(outputs["ref_points"][i][keep])
+        turned = qry_box.points_to_image(outputs["query_points"][i][keep])
+        back = np.linalg.inv(rot90_matrix(turn, query_shape[1], query_shape[0]))
+        qry_xy = turned @ back[:2, :2].T + back[:2, 2]
+        inside = _inside(ref_xy, ref_box.src_w, ref_box.src_h) & _inside(qry_xy, query_shape[1], query_shape[0])
+        return Matches(_to_opencv(ref_xy[inside]), _to_opencv(qry_xy[inside]),
+                       confidence[keep][inside].astype(np.float64))
+
+    def match(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
+        """Correspondences of the best quarter turn (see the module docstring)."""
+        spec = self.runner.info.preprocess
+        reference, ref_box = letterbox(reference_bgr, spec)
+        placed = [letterbox(rotate90(query_bgr, turn), spec) for turn in self.turns]
+        outputs = self._infer(reference, [p[0] for p in placed])
+        best, best_key = Matches.empty(), (-1, -1)
+        for i, turn in enumerate(self.turns):
+            matches = self._turn_matches(outputs, i, turn, ref_box, placed[i][1], query_bgr.shape)
+            fit = estimate_transform(matches.ref_xy, matches.qry_xy, "similarity")
+            key = (fit.num_inliers, len(matches))
+            if key > best_key:
+                best, best_key, self.last_turn = matches, key, turn
+        return best
