@@ -70,6 +70,16 @@ def test_sample_pair_ground_truth_is_exact_and_canonical_turn_leaves_45_degrees(
             assert np.median(difference) < 12, seed
 
 
+def test_difficulty_zero_keeps_rotation_near_quarter_turns_and_scale_near_one():
+    source = {"optical": _texture()}
+    for seed in range(20):
+        pair = sample_pair(source, np.random.default_rng(seed), SIZE, difficulty=0.0)
+        linear = pair.transform[:2, :2]
+        angle = np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))
+        assert abs((angle + 45) % 90 - 45) <= 15.0 + 1e-6
+        assert 0.8 - 1e-9 <= np.sqrt(abs(np.linalg.det(linear))) <= 1.25 + 1e-9
+
+
 @pytest.mark.parametrize("name", sorted(CHANGES))
 def test_modality_changes_keep_shape_and_type(name):
     image = _texture(64)

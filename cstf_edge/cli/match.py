@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", choices=("cstf", "sift", "orb"), default="cstf", help="matcher (default cstf)")
     parser.add_argument("--transform", choices=TRANSFORMS, default="affine", help="model fitted (default affine)")
     parser.add_argument("--max-keypoints", type=int, help="keep at most N matches (most confident and salient)")
-    parser.add_argument("--min-confidence", type=float, default=0.2, help="dual-softmax threshold (default 0.2)")
+    parser.add_argument("--min-confidence", type=float, default=0.02, help="dual-softmax threshold (default 0.02)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", help="folder for the matches, transform and pictures")
     parser.add_argument("--json", action="store_true", help="print {num_matches, num_inliers, transform, seconds}")

@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 _EXAMPLES = """examples:
   cstf-edge train-match --out runs/match
       SynthRS scenes (seed 11, 300 scenes, rendered once into the cache) as optical/SAR/infrared pairs,
-      4500 steps of 8 pairs at 320 px, initialised from the shipped detector's backbone
+      5000 steps of 8 pairs at 256 px, difficulty ramped up over the first 40 %, initialised from the shipped detector's backbone
   cstf-edge train-match --out runs/match --resume                 continue exactly where it stopped
   cstf-edge train-match --images my_tiles/ --out runs/mine --steps 2000 --init runs/match/matcher.safetensors
 
@@ -31,9 +31,11 @@ def register(subparsers) -> None:
     parser.add_argument("--images", help="folder of images to make pairs from (default: SynthRS scenes)")
     parser.add_argument("--scenes", type=int, default=300, help="SynthRS scenes in the pool (default 300)")
     parser.add_argument("--scene-seed", type=int, default=11, help="SynthRS data-set seed of the pool (default 11)")
-    parser.add_argument("--steps", type=int, default=4500, help="optimiser steps (default 4500)")
+    parser.add_argument("--steps", type=int, default=5000, help="optimiser steps (default 5000)")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
-    parser.add_argument("--imgsz", type=int, default=320, help="training pair size, a multiple of 16 (default 320)")
+    parser.add_argument("--imgsz", type=int, default=256, help="training pair size, a multiple of 16 (default 256)")
+    parser.add_argument("--curriculum", type=float, default=0.4,
+                        help="share of the steps over which pair difficulty ramps up (default 0.4; 0: none)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pairs and the initialisation (default 0)")
     parser.add_argument("--init", default="detector",
@@ -50,7 +52,7 @@ def run(args) -> int:
 
     config = MatchTrainConfig(
         out=Path(args.out), steps=args.steps, batch=args.batch, imgsz=args.imgsz, lr=args.lr, seed=args.seed,
-        scenes=args.scenes, scene_seed=args.scene_seed, images=args.images,
+        scenes=args.scenes, scene_seed=args.scene_seed, images=args.images, curriculum=args.curriculum,
         init=None if args.init == "none" else args.init, save_every=args.save_every, resume=args.resume,
         threads=args.threads, progress=not args.no_progress)
     run_dir = train_matcher(config)

@@ -56,21 +56,27 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int, nearest: bool = Fals
 
 
 def sample_pair(source: dict[str, np.ndarray], rng: np.random.Generator, size: int = 320,
-                change_strength: float = 1.0) -> TrainingPair:
-    """A random reference/query pair of ``size x size`` from one ``source`` ({modality: BGR image})."""
+                change_strength: float = 1.0, difficulty: float = 1.0) -> TrainingPair:
+    """A random reference/query pair of ``size x size`` from one ``source`` ({modality: BGR image}).
+
+    ``difficulty`` in [0, 1] (a training curriculum): the rotation is a random number of quarter turns
+    plus up to +-45 degrees times ``max(1/3, difficulty)``; the share of wide scale ratios, the shear and
+    the modality-change strength grow with it (0.3 + 0.7 x difficulty of ``change_strength``)."""
     names = sorted(source)
     ref_mod, qry_mod = rng.choice(names), rng.choice(names)
     src_h, src_w = source[ref_mod].shape[:2]
     side = min(src_h, src_w) * rng.uniform(*CROP_FRACTION)
     centre = np.array([rng.uniform(side / 2, src_w - side / 2), rng.uniform(side / 2, src_h - side / 2)])
     to_ref = _similarity(size / side, 0.0, 0.0, centre, (size / 2, size / 2))
-    ratio_range = SCALE_RATIO if rng.random() < WIDE_SCALE_SHARE else NEAR_SCALE_RATIO
+    ratio_range = SCALE_RATIO if rng.random() < WIDE_SCALE_SHARE * difficulty else NEAR_SCALE_RATIO
     ratio = float(np.exp(rng.uniform(np.log(ratio_range[0]), np.log(ratio_range[1]))))
     q_centre = centre + rng.uniform(-0.15, 0.15, 2) * side
-    to_query = _similarity(size / side * ratio, rng.uniform(-np.pi, np.pi), rng.uniform(-SHEAR, SHEAR),
+    angle = rng.integers(4) * np.pi / 2 + rng.uniform(-1.0, 1.0) * np.pi / 4 * max(1 / 3, difficulty)
+    to_query = _similarity(size / side * ratio, angle, rng.uniform(-SHEAR, SHEAR) * difficulty,
                            q_centre, (size / 2, size / 2))
-    reference = random_change(_warp(to_bgr(source[ref_mod]), to_ref, size), rng, 0.5 * change_strength)
-    query = random_change(_warp(to_bgr(source[qry_mod]), to_query, size), rng, change_strength)
+    strength = change_strength * (0.3 + 0.7 * difficulty)
+    reference = random_change(_warp(to_bgr(source[ref_mod]), to_ref, size), rng, 0.5 * strength)
+    query = random_change(_warp(to_bgr(source[qry_mod]), to_query, size), rng, strength)
     mask = _warp(np.ones((src_h, src_w), np.uint8), to_query, size, nearest=True)
     return TrainingPair(reference, query, to_query @ np.linalg.inv(to_ref), mask)
 

@@ -8,17 +8,25 @@ tokens whose mutual dual-softmax confidence reaches ``min_confidence``, mapped b
 (inverse letterbox, inverse turn, then OpenCV's integer pixel centres); tokens on the letterbox padding
 are dropped. The turn kept is the one whose
 matches a robust similarity fit explains best (most inliers; ties: more matches).
+
+Realigned passes (``passes=3``, the default, runs up to two): when the first pass's similarity fit is
+trusted (8 px tolerance), the query is resampled into the reference's frame by it and matched again with
+no turn: the network is at its most precise on nearly aligned pairs, and the refinement window is then
+centred on the answer. A pass's matches are mapped back through the transform it was aligned with and
+kept when an affine fit at 3 px explains more of them than the previous pass's; that fit aligns the next
+pass. Passes stop at the first that does not improve.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cstf_edge.errors import CstfError
 from cstf_edge.match.baselines import Matches
-from cstf_edge.match.estimate import estimate_transform
+from cstf_edge.match.estimate import Estimate, estimate_transform
 from cstf_edge.match.rot90 import rot90_matrix, rotate90
 from cstf_edge.runtime.backends import open_runner
 from cstf_edge.runtime.preprocess import letterbox, to_tensor
@@ -26,12 +34,23 @@ from cstf_edge.runtime.preprocess import letterbox, to_tensor
 log = logging.getLogger(__name__)
 
 SHIPPED_MATCHER = Path(__file__).resolve().parent.parent / "weights" / "cstf-matcher-synthrs.safetensors"
-MIN_CONFIDENCE = 0.2
+MIN_CONFIDENCE = 0.02
+COARSE_THRESHOLD = 8.0  # px: inlier tolerance of the fits that pick the turn and realign (half a token)
 
 
 def _to_opencv(points: np.ndarray) -> np.ndarray:
     """Continuous pixel coordinates -> OpenCV's (pixel centres at integers)."""
     return points - 0.5
+
+
+def _coarse_fit(matches: Matches) -> Estimate:
+    """The similarity a pass's matches support, at the coarse tolerance (turn choice and realignment)."""
+    return estimate_transform(matches.ref_xy, matches.qry_xy, "similarity", threshold=COARSE_THRESHOLD)
+
+
+def _fine_fit(matches: Matches) -> Estimate:
+    """The affine a pass's matches support at the evaluation's 3 px: compares passes, aligns the next."""
+    return estimate_transform(matches.ref_xy, matches.qry_xy, "affine")
 
 
 def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -46,7 +65,8 @@ class CSTFMatch:
     name = "cstf"
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu", rotations: int = 4,
-                 min_confidence: float = MIN_CONFIDENCE, max_keypoints: int | None = None, **runner_options):
+                 min_confidence: float = MIN_CONFIDENCE, max_keypoints: int | None = None, passes: int = 3,
+                 **runner_options):
         if rotations not in (1, 2, 4):
             raise CstfError(f"rotations must be 1, 2 or 4 (quarter turns tried), got {rotations}")
         path = Path(model) if model else SHIPPED_MATCHER
@@ -57,7 +77,10 @@ class CSTFMatch:
         self.turns = list(range(0, 4, 4 // rotations))
         self.min_confidence = float(min_confidence)
         self.max_keypoints = max_keypoints
-        self.last_turn = 0
+        if passes < 1:
+            raise CstfError(f"passes must be at least 1, got {passes}")
+        self.passes = passes
+        self.last_turn, self.last_pass = 0, 1
 
     def __enter__(self) -> "CSTFMatch":
         if not self.runner.active:
@@ -95,17 +118,47 @@ class CSTFMatch:
         return Matches(_to_opencv(ref_xy[inside]), _to_opencv(qry_xy[inside]),
                        confidence[keep][inside].astype(np.float64))
 
-    def match(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
-        """Correspondences of the best quarter turn (see the module docstring)."""
+    def _search(self, reference, ref_box, query_bgr: np.ndarray) -> tuple[Matches, Estimate]:
+        """Matches of the best quarter turn and their similarity fit."""
         spec = self.runner.info.preprocess
-        reference, ref_box = letterbox(reference_bgr, spec)
         placed = [letterbox(rotate90(query_bgr, turn), spec) for turn in self.turns]
         outputs = self._infer(reference, [p[0] for p in placed])
-        best, best_key = Matches.empty(), (-1, -1)
+        best, best_fit, best_key = Matches.empty(), None, (-1, -1)
         for i, turn in enumerate(self.turns):
             matches = self._turn_matches(outputs, i, turn, ref_box, placed[i][1], query_bgr.shape)
-            fit = estimate_transform(matches.ref_xy, matches.qry_xy, "similarity")
+            fit = _coarse_fit(matches)
             key = (fit.num_inliers, len(matches))
             if key > best_key:
-                best, best_key, self.last_turn = matches, key, turn
+                best, best_fit, best_key, self.last_turn = matches, fit, key, turn
+        return best, best_fit
+
+    def _realigned(self, reference, ref_box, query_bgr: np.ndarray, transform: np.ndarray) -> Matches:
+        """A realigned pass: the query resampled into the reference's frame by ``transform`` (reference ->
+        query, OpenCV pixels), matched with no turn, its points mapped back through ``transform``."""
+        size = (ref_box.src_w, ref_box.src_h)
+        aligned = cv2.warpPerspective(query_bgr, transform, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        placed, box = letterbox(aligned, self.runner.info.preprocess)
+        matches = self._turn_matches(self._infer(reference, [placed]), 0, 0, ref_box, box, aligned.shape)
+        if not len(matches):
+            return matches
+        qry_xy = cv2.perspectiveTransform(matches.qry_xy.reshape(1, -1, 2), transform).reshape(-1, 2)
+        height, width = query_bgr.shape[:2]
+        on_query = (qry_xy >= -0.5).all(1) & (qry_xy[:, 0] < width - 0.5) & (qry_xy[:, 1] < height - 0.5)
+        return Matches(matches.ref_xy[on_query], qry_xy[on_query], matches.confidence[on_query])
+
+    def match(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
+        """Correspondences of the best quarter turn, or of the best realigned pass (module docstring)."""
+        reference, ref_box = letterbox(reference_bgr, self.runner.info.preprocess)
+        best, fit = self._search(reference, ref_box, query_bgr)
+        self.last_pass = 1
+        if not fit.ok:
+            return best
+        transform, best_fine = fit.transform, _fine_fit(best)
+        for number in range(2, self.passes + 1):
+            matches = self._realigned(reference, ref_box, query_bgr, transform)
+            fine = _fine_fit(matches)
+            if fine.num_inliers <= best_fine.num_inliers:
+                break
+            best, best_fine, self.last_pass = matches, fine, number
+            transform = fine.transform
         return best

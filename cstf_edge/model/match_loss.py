@@ -1,7 +1,7 @@
 """Losses of the CSTF matcher from exact ground-truth transforms.
 
 * **Coarse (correspondence classification)**: each query token's point, mapped into the reference by the
-  ground truth, names its reference token; the loss is the negative log of the row and the column
+  ground truth, names its reference token (the one centred nearest); the loss is the negative log of the row and the column
   SoftMax at that pair (SuperGlue / LoFTR style). A query token whose point falls outside the reference or
   on the query's empty border must choose the no-match bin (row), and so must a reference token whose
   point falls outside the query's content (column).
@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cstf_edge.model.matcher import COARSE_STRIDE, FINE_STRIDE, WINDOW, CSTFMatcher, token_points
+from cstf_edge.model.matcher import (COARSE_STRIDE, FEATURE_CENTRE, FINE_STRIDE, WINDOW, CSTFMatcher,
+                                     token_points)
 
 FINE_WEIGHT = 1.0
 SALIENCY_WEIGHT = 0.2
@@ -46,7 +47,7 @@ def targets(transform: torch.Tensor, query_mask: torch.Tensor, h: int, w: int) -
     points = token_points(h, w, transform.device).unsqueeze(0).expand(transform.shape[0], -1, -1)
     in_ref = _project(torch.linalg.inv(transform), points)
     query_valid = _inside(in_ref, size) & _mask_at(query_mask, points)
-    cell = (in_ref / COARSE_STRIDE).floor().long()
+    cell = torch.round((in_ref - FEATURE_CENTRE) / COARSE_STRIDE).long()  # the token centred nearest
     index = (cell[..., 1].clamp(0, h - 1) * w + cell[..., 0].clamp(0, w - 1))
     offset = (in_ref - token_points(h, w, transform.device)[index]) / FINE_STRIDE
     ref_valid = _mask_at(query_mask, _project(transform, points))

@@ -16,10 +16,10 @@ One network over a reference and a query image (the project's preprocessing: let
    SoftMax over reference tokens (+ bin) times the SoftMax over query tokens (+ bin) is the dual-softmax
    match probability. A query token's match is its most probable reference token, kept only when the
    choice is mutual (that reference token's most probable query token is it).
-5. **Sub-pixel refinement**: on the stride-4 fine map, the query point (the centre of fine cell
-   ``(4r + 2, 4c + 2)`` of coarse token ``(r, c)``) is correlated with a ``WINDOW x WINDOW`` window of the
-   reference fine map around its matched token; the SoftMax-weighted mean offset moves the reference
-   point off the grid.
+5. **Sub-pixel refinement**: on the stride-4 fine map, the query point of coarse token ``(r, c)`` (the
+   centre of fine cell ``(4r, 4c)``, which is also the token's centre: see :data:`FEATURE_CENTRE`) is
+   correlated with a ``WINDOW x WINDOW`` window of the reference fine map around its matched token; the
+   SoftMax-weighted mean offset moves the reference point off the grid.
 
 Everything is static-shaped (no data-dependent Python control flow), so eval mode traces to ONNX with two
 inputs, ``reference [1 or B, 3, H, W]`` (broadcast over the query batch, so the runtime can try several
@@ -48,7 +48,12 @@ from cstf_edge.model.saliency import KeypointSaliency, combine_scales
 COARSE_STRIDE = 16
 FINE_STRIDE = 4
 CELLS = COARSE_STRIDE // FINE_STRIDE  # fine cells per coarse token side
-QUERY_CELL = 2  # the query point of a coarse token is the centre of its fine cell (CELLS*r + 2, CELLS*c + 2)
+QUERY_CELL = 0  # the query point of coarse token (r, c) is the centre of its fine cell (CELLS*r, CELLS*c)
+FEATURE_CENTRE = 0.5
+"""Where a feature cell sits: cell ``i`` of a map of stride ``s`` is centred at continuous ``s * i + 0.5``, not
+``s * i + s / 2``: every stride-2 convolution (3 x 3, padding 1) centres output ``i`` on input ``2 i``, and
+pixel ``2 i`` is centred at ``2 i + 0.5``. A point convention that ignored this would put a half-token shift
+into the coarse ground truth and a rotation-dependent 1.5 px bias into the refined points."""
 WINDOW = 7  # refinement window side, in fine cells (covers the whole coarse token and a margin)
 INPUT_NAMES = ("reference", "query")
 
@@ -130,7 +135,7 @@ def window_offsets(device=None) -> torch.Tensor:
 
 def reference_windows(fine: torch.Tensor) -> torch.Tensor:
     """``[B, C, 4h, 4w]`` fine map -> ``[B, W*W, C, h*w]``: for each coarse token, the fine features of the
-    window centred on its fine cell ``(4r + 2, 4c + 2)`` (zero outside the image)."""
+    window centred on its fine cell ``(4r + QUERY_CELL, 4c + QUERY_CELL)`` (zero outside the image)."""
     radius = WINDOW // 2
     b, c, fh, fw = fine.shape
     h, w = fh // CELLS, fw // CELLS
@@ -146,7 +151,7 @@ def reference_windows(fine: torch.Tensor) -> torch.Tensor:
 
 def token_points(h: int, w: int, device=None) -> torch.Tensor:
     """``[h*w, 2]`` continuous (x, y) of each coarse token's query point, in input pixels."""
-    offset = FINE_STRIDE * QUERY_CELL + FINE_STRIDE / 2.0
+    offset = FINE_STRIDE * QUERY_CELL + FEATURE_CENTRE
     ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
                             torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) * COARSE_STRIDE + offset

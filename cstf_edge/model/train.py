@@ -290,9 +290,9 @@ class Trainer:
         self.metrics = read_metrics_csv(self.run_dir / "metrics.csv")
 
 
-def metrics_csv(rows: list[dict]) -> str:
+def metrics_csv(rows: list[dict], fields=METRIC_FIELDS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, restval="", extrasaction="ignore",
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

@@ -1,6 +1,6 @@
 """``cstf-edge train-match``: self-supervised training of the CSTF matcher on pairs made on the fly.
 
-Each step draws ``batch`` pairs (``cstf_edge.data.match_pairs``: SynthRS scenes in optical/SAR/infrared,
+Each step draws ``batch`` pairs (harder as training goes on: ``curriculum``) (``cstf_edge.data.match_pairs``: SynthRS scenes in optical/SAR/infrared,
 or the images of a folder, a random affine warp and a random modality change), turns each query by the
 quarter turns the matcher's rotation search would find, and minimises ``match_loss.matcher_loss``. The
 pair of step ``s`` depends only on ``(seed, s)``, so ``--resume`` continues exactly. The run folder holds
@@ -10,7 +10,6 @@ pair of step ``s`` depends only on ``(seed, s)``, so ``--resume`` continues exac
 """
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import time
@@ -28,6 +27,7 @@ from cstf_edge.model.checkpoint import optimizer_tensors, read_safetensors, rest
 from cstf_edge.model.match_loss import matcher_loss
 from cstf_edge.model.matcher import CSTFMatcher, MatcherSpec, check_matcher_input, matcher_spec_dict
 from cstf_edge.model.optim import build_optimizer, warmup_cosine
+from cstf_edge.model.train import metrics_csv, read_metrics_csv
 from cstf_edge.runtime.backends.torch.matcher import MATCHER_FORMAT
 from cstf_edge.runtime.preprocess import to_tensor
 
@@ -41,9 +41,9 @@ SHIPPED_MATCHER = Path(__file__).resolve().parent.parent / "weights" / "cstf-mat
 @dataclass
 class MatchTrainConfig:
     out: Path
-    steps: int = 3000
+    steps: int = 5000
     batch: int = 8
-    imgsz: int = 320
+    imgsz: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -53,6 +53,7 @@ class MatchTrainConfig:
     init: str | None = "detector"  # "detector" (the shipped detector's backbone), a weights file, or None
     backbone: str = "cstf-n"
     save_every: int = 200
+    curriculum: float = 0.4  # share of the steps over which pair difficulty ramps from 0 to 1
     resume: bool = False
     threads: int | None = None
     progress: bool = True
@@ -123,8 +124,11 @@ class MatchTrainer:
     def batch(self, step: int):
         """The pairs of ``step`` as tensors: reference, query, transform, query mask."""
         rng = np.random.default_rng([self.config.seed, step])
+        ramp = self.config.curriculum * self.config.steps
+        difficulty = min(1.0, step / ramp) if ramp > 0 else 1.0
         pairs = [canonical_pair(sample_pair(self.sources[int(rng.integers(len(self.sources)))], rng,
-                                            self.config.imgsz)) for _ in range(self.config.batch)]
+                                            self.config.imgsz, difficulty=difficulty))
+                 for _ in range(self.config.batch)]
         reference = torch.from_numpy(to_tensor(np.stack([p.reference for p in pairs])))
         query = torch.from_numpy(to_tensor(np.stack([p.query for p in pairs])))
         transform = torch.tensor(np.stack([p.transform for p in pairs]), dtype=torch.float32)
@@ -156,7 +160,7 @@ class MatchTrainer:
         write_safetensors(self.run_dir / "last.safetensors", {**state, **tensors},
                           {"format": MATCH_STATE_FORMAT, "param_groups": groups, **self.meta()})
         save_matcher(self.run_dir / "matcher.safetensors", self.matcher, self.meta())
-        atomic_write_text(self.run_dir / "metrics.csv", metrics_csv(self.metrics))
+        atomic_write_text(self.run_dir / "metrics.csv", metrics_csv(self.metrics, METRIC_FIELDS))
         plot_match_metrics(self.metrics, self.run_dir / "metrics.png")
 
     def load(self) -> None:
@@ -167,22 +171,7 @@ class MatchTrainer:
         restore_optimizer(self.optimizer, {k: v for k, v in tensors.items() if k.startswith("optim.")},
                           meta["param_groups"])
         self.step = int(meta["step"])
-        self.metrics = read_metrics(self.run_dir / "metrics.csv")
-
-
-def metrics_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
+        self.metrics = read_metrics_csv(self.run_dir / "metrics.csv")
 
 
 def plot_match_metrics(rows: list[dict], path: Path) -> Path | None:
