@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cstf_edge._io import read_image
 from cstf_edge.match import TRANSFORMS, estimate_transform, make_matcher
+from cstf_edge.match.cstf import MIN_CONFIDENCE
 from cstf_edge.match.outputs import summary, write_outputs
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ _EXAMPLES = """examples:
 Exit code 0 when a transform was found and trusted, 1 when not (too few matches or inliers, or a
 degenerate matrix: then no transform.txt is written and the JSON's "transform" is null, with a "reason"),
 2 for bad input. The transform maps reference pixels to query pixels (x = column, y = row, OpenCV pixel
-centres). The query may be turned by any angle: the matcher tries it in four quarter turns.
+centres). The query may be turned by any angle: the matcher tries it in four quarter turns, then matches
+twice more with the query resampled onto the reference by the transform found so far.
 """
 
 
@@ -41,7 +43,11 @@ def register(subparsers) -> None:
     parser.add_argument("--method", choices=("cstf", "sift", "orb"), default="cstf", help="matcher (default cstf)")
     parser.add_argument("--transform", choices=TRANSFORMS, default="affine", help="model fitted (default affine)")
     parser.add_argument("--max-keypoints", type=int, help="keep at most N matches (most confident and salient)")
-    parser.add_argument("--min-confidence", type=float, default=0.02, help="dual-softmax threshold (default 0.02)")
+    parser.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                        help=f"dual-softmax threshold (default {MIN_CONFIDENCE})")
+    parser.add_argument("--rotations", type=int, choices=(1, 2, 4), default=4,
+                        help="query quarter turns tried: 4 for any rotation (default), 1 when roughly upright")
+    parser.add_argument("--passes", type=int, default=3, help="matching passes, realigned after the first (default 3)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", help="folder for the matches, transform and pictures")
     parser.add_argument("--json", action="store_true", help="print {num_matches, num_inliers, transform, seconds}")
@@ -52,7 +58,7 @@ def _matcher(args):
     if args.method != "cstf":
         return make_matcher(args.method)
     return make_matcher("cstf", args.model, args.device, max_keypoints=args.max_keypoints,
-                        min_confidence=args.min_confidence)
+                        min_confidence=args.min_confidence, rotations=args.rotations, passes=args.passes)
 
 
 def run(args) -> int:

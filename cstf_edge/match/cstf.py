@@ -6,8 +6,8 @@ Per pair: both images go through the project's one preprocessing (letterbox to t
 about +-45 degrees by itself) in one batch against the one reference. Each turn's matches are the query
 tokens whose mutual dual-softmax confidence reaches ``min_confidence``, mapped back to original pixels
 (inverse letterbox, inverse turn, then OpenCV's integer pixel centres); tokens on the letterbox padding
-are dropped. The turn kept is the one whose
-matches a robust similarity fit explains best (most inliers; ties: more matches).
+are dropped. The turn kept is the one whose matches a robust similarity fit explains best (most inliers;
+ties: more matches).
 
 Realigned passes (``passes=3``, the default, runs up to two): when the first pass's similarity fit is
 trusted (8 px tolerance), the query is resampled into the reference's frame by it and matched again with
@@ -59,8 +59,9 @@ def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 class CSTFMatch:
-    """``CSTFMatch(model, device, rotations, min_confidence, max_keypoints)``; a context manager (the model
-    is loaded on enter, or on the first :meth:`match`)."""
+    """``CSTFMatch(model, device, rotations, min_confidence, max_keypoints, passes)``; a context manager
+    (the model is loaded on enter, or on the first :meth:`match`). ``runner_options`` go to the backend
+    (``threads`` for ONNX Runtime, ``imgsz`` for weights run through PyTorch)."""
 
     name = "cstf"
 

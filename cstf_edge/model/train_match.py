@@ -60,9 +60,13 @@ class MatchTrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def save_matcher(path: Path, matcher: CSTFMatcher, meta: dict) -> Path:
-    """Inference weights of ``matcher`` with ``meta`` (training facts)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in matcher.state_dict().items()}
+def save_matcher(path: Path, matcher: CSTFMatcher, meta: dict, dtype: torch.dtype | None = None) -> Path:
+    """Inference weights of ``matcher`` with ``meta`` (training facts); ``dtype``: store floating tensors
+    in it (float16 halves a shipped file; loading casts back to the model's float32)."""
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in matcher.state_dict().items()}
+    if dtype is not None:
+        meta = {**meta, "stored_dtype": str(dtype).replace("torch.", "")}
     return write_safetensors(Path(path), tensors, {"format": MATCHER_FORMAT, "spec": matcher_spec_dict(matcher),
                                                    **meta})
 
