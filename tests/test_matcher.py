@@ -214,3 +214,18 @@ def test_match_cli_failure_exits_1_and_removes_a_stale_transform(tmp_path, capsy
 def test_match_cli_bad_image_exits_2(tmp_path):
     ref, _ = _write_pair(tmp_path)
     assert main(["match", str(ref), str(tmp_path / "missing.png"), "--method", "sift"]) == 2
+
+
+def test_drawn_subset_prefers_inliers_spread_over_the_image():
+    from cstf_edge.match.baselines import Matches
+    from cstf_edge.match.outputs import drawn_subset
+
+    rng = np.random.default_rng(0)
+    ref = np.vstack([rng.uniform(0, 20, (200, 2)), rng.uniform(100, 400, (50, 2))])  # a dense clump + spread
+    matches = Matches(ref, ref + 5.0, rng.random(250))
+    inliers = np.zeros(250, bool)
+    inliers[::2] = True
+    chosen = drawn_subset(matches, inliers, limit=60)
+    assert len(chosen) == 60 and len(set(chosen.tolist())) == 60
+    assert inliers[chosen].all()  # 125 inliers available: only inliers drawn
+    assert (ref[chosen] > 50).any(axis=1).sum() >= 20  # not all from the clump of 200

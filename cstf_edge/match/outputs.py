@@ -4,7 +4,7 @@
 * ``transform.txt``: the 3x3 reference -> query matrix (only when the estimate is trusted);
 * ``warped.png``: the query resampled into the reference's frame;
 * ``matches.png``: reference and query side by side, inliers green, outliers red (at most
-  :data:`MAX_DRAWN` lines);
+  :data:`MAX_DRAWN` lines, spread over the image);
 * ``checkerboard.png``: reference and warped query in alternating squares (edges that continue across
   squares show a good registration);
 * ``result.json``: what ``--json`` prints, plus the reason when no transform was trusted.
@@ -21,7 +21,7 @@ from cstf_edge._io import atomic_write_text, write_image
 from cstf_edge.match.baselines import Matches
 from cstf_edge.match.estimate import Estimate
 
-MAX_DRAWN = 300
+MAX_DRAWN = 120
 TRANSFORM_FILES = ("transform.txt", "warped.png", "checkerboard.png")
 CHECKER_SQUARES = 8
 _GREEN, _RED = (80, 220, 80), (60, 60, 230)
@@ -34,13 +34,26 @@ def matches_csv(matches: Matches, inliers: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
+def drawn_subset(matches: Matches, inliers: np.ndarray, limit: int = MAX_DRAWN) -> np.ndarray:
+    """Indices of at most ``limit`` matches to draw, spread over the reference: inliers first, then one
+    match per cell of a coarse grid (most confident first), outliers last; drawn in that order reversed."""
+    cells = np.floor(matches.ref_xy / 32.0).astype(np.int64) if len(matches) else np.zeros((0, 2), np.int64)
+    key = np.lexsort((-matches.confidence, cells[:, 1], cells[:, 0], ~inliers.astype(bool)))
+    first_in_cell = np.ones(len(key), bool)
+    ordered_cells = cells[key]
+    first_in_cell[1:] = (ordered_cells[1:] != ordered_cells[:-1]).any(1)
+    spread = np.concatenate([key[first_in_cell], key[~first_in_cell]])
+    chosen = np.concatenate([spread[inliers[spread]], spread[~inliers[spread]]])[:limit]
+    return chosen[::-1]
+
+
 def side_by_side(reference: np.ndarray, query: np.ndarray, matches: Matches, inliers: np.ndarray) -> np.ndarray:
     """Both images on one canvas, correspondences as lines (inliers drawn last, on top)."""
     height = max(reference.shape[0], query.shape[0])
     canvas = np.zeros((height, reference.shape[1] + query.shape[1], 3), np.uint8)
     canvas[: reference.shape[0], : reference.shape[1]] = reference
     canvas[: query.shape[0], reference.shape[1]:] = query
-    order = np.argsort(inliers.astype(int) * 2 + matches.confidence, kind="stable")[-MAX_DRAWN:]
+    order = drawn_subset(matches, inliers)
     shift = np.array([reference.shape[1], 0.0])
     for i in order:
         colour = _GREEN if inliers[i] else _RED
