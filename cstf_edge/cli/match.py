@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -64,12 +65,13 @@ def _matcher(args):
 def run(args) -> int:
     reference, query = read_image(Path(args.reference)), read_image(Path(args.query))
     matcher = _matcher(args)
-    if hasattr(matcher, "__enter__"):
-        matcher.__enter__()  # load the model before the clock starts: "seconds" is matching + estimation
-    start = time.perf_counter()
-    matches = matcher.match(reference, query)
-    estimate = estimate_transform(matches.ref_xy, matches.qry_xy, args.transform)
-    seconds = time.perf_counter() - start
+    with contextlib.ExitStack() as stack:
+        if hasattr(matcher, "__enter__"):
+            stack.enter_context(matcher)  # load the model before the clock starts: "seconds" is matching + fit
+        start = time.perf_counter()
+        matches = matcher.match(reference, query)
+        estimate = estimate_transform(matches.ref_xy, matches.qry_xy, args.transform)
+        seconds = time.perf_counter() - start
     result = summary(matches, estimate, seconds, getattr(matcher, "last_turn", None))
     if args.out:
         for path in write_outputs(Path(args.out), reference, query, matches, estimate, result):
