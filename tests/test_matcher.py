@@ -229,3 +229,21 @@ def test_drawn_subset_prefers_inliers_spread_over_the_image():
     assert len(chosen) == 60 and len(set(chosen.tolist())) == 60
     assert inliers[chosen].all()  # 125 inliers available: only inliers drawn
     assert (ref[chosen] > 50).any(axis=1).sum() >= 20  # not all from the clump of 200
+
+
+def test_train_match_cli_on_a_folder_and_exact_resume(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(2):
+        cv2.imwrite(str(images / f"t{seed}.png"), _texture(128, seed))
+    (images / "broken.png").write_bytes(b"not an image")  # skipped with a warning
+    run = tmp_path / "run"
+    common = ["train-match", "--out", str(run), "--images", str(images), "--batch", "2", "--imgsz", "64",
+              "--init", "none", "--save-every", "1", "--no-progress"]
+    assert main(common + ["--steps", "2"]) == 0
+    first = (run / "metrics.csv").read_text().splitlines()
+    assert len(first) == 3 and (run / "matcher.safetensors").is_file() and (run / "last.safetensors").is_file()
+    assert main(common + ["--steps", "3", "--resume"]) == 0
+    resumed = (run / "metrics.csv").read_text().splitlines()
+    assert resumed[:3] == first and resumed[3].startswith("3,")
+    assert load_matcher(run / "matcher.safetensors")[1]["step"] == 3

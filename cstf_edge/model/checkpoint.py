@@ -72,14 +72,19 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
-    """Inverse of :func:`optimizer_tensors` (the scalar ``step`` comes back 0-d)."""
+    """Inverse of :func:`optimizer_tensors`: the scalar ``step``, and the moments of 0-d parameters (a
+    learned temperature), come back 0-d."""
     current = optimizer.state_dict()
+    shapes = [p.shape for g in optimizer.param_groups for p in g["params"]]  # the state dict's numbering
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            scalar = name == "step" and value.numel() == 1
-            state.setdefault(int(index), {})[name] = value.reshape(()) if scalar else value
+            if name == "step" and value.numel() == 1:
+                value = value.reshape(())
+            elif int(index) < len(shapes) and value.numel() == shapes[int(index)].numel() == 1:
+                value = value.reshape(shapes[int(index)])
+            state.setdefault(int(index), {})[name] = value
     params = {p for g in current["param_groups"] for p in g["params"]}
     for index in state:
         if index not in params:
