@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from cstf_edge._io import read_image
 from cstf_edge.data.augment import pixel_index_matrix
 from cstf_edge.data.modality import random_change, to_bgr
 from cstf_edge.errors import DataError
@@ -124,9 +125,10 @@ def image_sources(folder: str | Path, size: int = 512) -> list[dict[str, np.ndar
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".bmp"))
     sources = []
     for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("%s: cannot read the image, skipped", path)
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            log.warning("%s, skipped", exc)
             continue
         scale = size / max(image.shape[:2])
         sources.append({"image": cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)})

@@ -13,10 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 gray of a BGR (or already gray) image."""
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+from cstf_edge.match.baselines import to_gray
 
 
 def to_bgr(gray: np.ndarray) -> np.ndarray:

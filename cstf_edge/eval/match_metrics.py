@@ -18,10 +18,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-import cv2
 import numpy as np
 
-from cstf_edge.errors import DataError
+from cstf_edge._io import read_image
 from cstf_edge.match.baselines import Matcher
 from cstf_edge.match.estimate import estimate_transform
 from cstf_edge.match.pairs import MatchPair
@@ -88,14 +87,6 @@ def correspondence_stats(ref_xy, qry_xy, gt, tol: float = TOLERANCE) -> tuple[in
     ratio = n_correct / len(errors) if len(errors) else 0.0
     rmse = float(np.sqrt(np.mean(errors[correct] ** 2))) if n_correct else float("nan")
     return n_correct, ratio, rmse
-
-
-def read_image(path) -> np.ndarray:
-    """BGR image at ``path`` (gray images are expanded to 3 channels); :class:`DataError` if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: cannot read the image")
-    return image
 
 
 def evaluate_pair(pair: MatchPair, matcher: Matcher, transform: str = "affine",

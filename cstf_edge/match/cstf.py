@@ -144,7 +144,7 @@ class CSTFMatch:
             return matches
         qry_xy = cv2.perspectiveTransform(matches.qry_xy.reshape(1, -1, 2), transform).reshape(-1, 2)
         height, width = query_bgr.shape[:2]
-        on_query = (qry_xy >= -0.5).all(1) & (qry_xy[:, 0] < width - 0.5) & (qry_xy[:, 1] < height - 0.5)
+        on_query = _inside(qry_xy + 0.5, width, height)  # back to continuous coordinates for the test
         return Matches(matches.ref_xy[on_query], qry_xy[on_query], matches.confidence[on_query])
 
     def match(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from cstf_edge._io import atomic_write_bytes, atomic_write_text
 from cstf_edge.data.match_pairs import canonical_pair, image_sources, sample_pair, sources_digest, synthrs_sources
 from cstf_edge.errors import CstfError, DataError
-from cstf_edge.model.checkpoint import optimizer_tensors, read_safetensors, restore_optimizer, write_safetensors
+from cstf_edge.model.checkpoint import (optimizer_tensors, read_safetensors, restore_optimizer, shipped_weights,
+                                        write_safetensors)
 from cstf_edge.model.match_loss import matcher_loss
 from cstf_edge.model.matcher import CSTFMatcher, MatcherSpec, check_matcher_input, matcher_spec_dict
 from cstf_edge.model.optim import build_optimizer, warmup_cosine
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 MATCH_STATE_FORMAT = "cstf-edge-match-train-state/1"
 METRIC_FIELDS = ("step", "loss", "coarse", "fine", "saliency", "recall", "lr", "seconds")
-SHIPPED_MATCHER = Path(__file__).resolve().parent.parent / "weights" / "cstf-matcher-synthrs.safetensors"
 
 
 @dataclass
@@ -84,8 +84,6 @@ def load_matcher(path: str | Path) -> tuple[CSTFMatcher, dict]:
 
 def init_from_detector(matcher: CSTFMatcher, weights: str | Path | None = None) -> int:
     """Copy the detector's backbone tensors (stem, stages 1-3) into ``matcher``; returns how many."""
-    from cstf_edge.model.checkpoint import shipped_weights
-
     tensors, _ = read_safetensors(weights or shipped_weights())
     own = matcher.state_dict()
     picked = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape
