@@ -34,6 +34,18 @@ def shared_fixtures() -> Path:
     return FIXTURES_ROOT
 
 
+@pytest.fixture(scope="session")
+def gpu():
+    """Device 0 through cuda-python (skips with the reason where cuda-python or the device is missing)."""
+    from cstf_edge.runtime.cuda import _driver
+    from cstf_edge.runtime.errors import BackendUnavailableError
+
+    try:
+        return _driver.use_device(0)
+    except (BackendUnavailableError, _driver.CudaError) as exc:
+        pytest.skip(str(exc))
+
+
 def gpu_missing_reason() -> str | None:
     """Why ``gpu`` tests cannot run here (no CUDA device through PyTorch or CuPy), or None if they can."""
     try:

@@ -337,14 +337,7 @@ def test_postprocessor_host_code_behind_a_fake_cuda(fake_cuda, agnostic):
     assert not fake_cuda.memory
 
 
-# ---------------------------------------------------------------- on the GPU
-@pytest.fixture(scope="module")
-def gpu():
-    """Device 0 through cuda-python (skips with the reason where cuda-python or the device is missing)."""
-    try:
-        return _driver.use_device(0)
-    except (BackendUnavailableError, _driver.CudaError) as exc:
-        pytest.skip(str(exc))
+# ---------------------------------------------------------------- on the GPU (fixture gpu: conftest.py)
 
 
 @pytest.mark.gpu

@@ -142,14 +142,7 @@ def test_run_cli_pipeline_cuda_without_cuda_python(onnx_model, no_cuda_python, t
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-# ---------------------------------------------------------------- on the GPU
-@pytest.fixture(scope="module")
-def gpu():
-    """Device 0 through cuda-python (skips with the reason where cuda-python or the device is missing)."""
-    try:
-        return _driver.use_device(0)
-    except (BackendUnavailableError, _driver.CudaError) as exc:
-        pytest.skip(str(exc))
+# ---------------------------------------------------------------- on the GPU (fixture gpu: conftest.py)
 
 
 @pytest.mark.gpu
