@@ -275,6 +275,30 @@ class Stream:
             check(bindings().runtime.cudaStreamDestroy(handle), "cudaStreamDestroy")
 
 
+class StreamWork:
+    """A stream and the buffers its kernels work on, freed together; a context manager. Users set
+    ``self.stream`` and list their buffers in :meth:`buffers`."""
+
+    stream: Stream
+
+    def buffers(self) -> list:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Free the buffers and the stream, once the stream's pending work is done."""
+        if self.stream.handle is not None:
+            self.stream.synchronize()
+        for buffer in self.buffers():
+            buffer.free()
+        self.stream.destroy()
+
+
 def pointer(address: int) -> np.uint64:
     """A device or host address as a kernel argument (``T*``)."""
     return np.uint64(int(address))

@@ -115,7 +115,7 @@ def order_kept(kept: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, agno
     return kept[np.lexsort((kept, class_ids[kept], -scores[kept]))]
 
 
-class CudaPostprocessor:
+class CudaPostprocessor(_driver.StreamWork):
     """Candidate selection and class-aware rotated NMS of one image's ``raw [N, 5 + C]`` float32 output on
     the GPU; results equal :func:`cstf_edge.runtime.postprocess.postprocess`'s (see the module docstring).
 
@@ -143,19 +143,8 @@ class CudaPostprocessor:
                  "polys": k * 64, "mask": k * words * 8}
         return {name: _driver.DeviceBuffer(size) for name, size in sizes.items()}
 
-    def __enter__(self) -> "CudaPostprocessor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Free the device buffers and the stream."""
-        if self.stream.handle is not None:
-            self.stream.synchronize()
-        for buffer in self._buffers.values():
-            buffer.free()
-        self.stream.destroy()
+    def buffers(self) -> list:
+        return list(self._buffers.values())
 
     def _ptr(self, name: str) -> np.uint64:
         return _driver.pointer(self._buffers[name].ptr)

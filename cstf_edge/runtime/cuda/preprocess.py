@@ -86,7 +86,7 @@ def check_spec(spec: PreprocessSpec) -> None:
         raise PreprocessError(f"pad_value {spec.pad_value} is not a uint8 grey level")
 
 
-class CudaPreprocessor:
+class CudaPreprocessor(_driver.StreamWork):
     """Letterbox + pixel conversion on the GPU into a float32 ``[max_batch, 3, H, W]`` device tensor.
 
     Images go through a pinned uint8 staging buffer, one async host -> device copy per call, and one
@@ -112,19 +112,8 @@ class CudaPreprocessor:
         self._source = _driver.DeviceBuffer(0)
         self._taps: dict[tuple[int, int], np.ndarray] = {}
 
-    def __enter__(self) -> "CudaPreprocessor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Free the buffers and the stream."""
-        if self.stream.handle is not None:
-            self.stream.synchronize()
-        for buffer in (self.output, self._source, self._staging):
-            buffer.free()
-        self.stream.destroy()
+    def buffers(self) -> list:
+        return [self.output, self._source, self._staging]
 
     def _table(self, box: Letterbox) -> np.ndarray:
         key = (box.src_h, box.src_w)
