@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from cstf_edge.bench.raw_detections import ANCHORS, CLASSES, dense_raw
 from cstf_edge.geometry import rbox_to_poly
 from cstf_edge.geometry.iou import polygon_iou_matrix
 from cstf_edge.runtime.errors import BackendUnavailableError
@@ -31,21 +32,6 @@ from cstf_edge.runtime.preprocess import PreprocessSpec, preprocess_batch
 
 SIZES = [(1, 1), (300, 517), (517, 300), (7, 13), (1024, 1024), (2048, 2048), (3000, 4000)]
 SPEC = PreprocessSpec(1024, 1024)
-ANCHORS, CLASSES = 21504, 15
-
-
-def dense_raw(rng, n=ANCHORS, num_classes=CLASSES, clusters=400) -> np.ndarray:
-    """Raw detections of a dense scene: boxes jittered around cluster centres, several classes."""
-    centre, size = rng.uniform(0, 1024, (clusters, 2)), rng.uniform(8, 120, (clusters, 2))
-    which = rng.integers(0, clusters, n)
-    raw = np.zeros((n, 5 + num_classes), dtype=np.float32)
-    raw[:, :2] = centre[which] + rng.normal(0, 3, (n, 2))
-    raw[:, 2:4] = size[which] * rng.uniform(0.8, 1.2, (n, 2))
-    raw[:, 4] = rng.uniform(-np.pi / 2, np.pi / 2, clusters)[which] + rng.normal(0, 0.05, n)
-    raw[:, 5:] = rng.random((n, num_classes)) ** 8 * 0.26
-    bump = rng.uniform(0, 0.8, n) * (rng.random(n) < 0.15)
-    raw[np.arange(n), 5 + rng.integers(0, num_classes, clusters)[which]] += bump
-    return raw
 
 
 def uniform_raw(rng) -> np.ndarray:

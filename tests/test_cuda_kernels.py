@@ -20,6 +20,7 @@ from enum import IntEnum
 import numpy as np
 import pytest
 
+from cstf_edge.bench.raw_detections import dense_raw as bench_dense_raw
 from cstf_edge.errors import CstfError
 from cstf_edge.geometry import rbox_to_poly
 from cstf_edge.geometry.iou import polygon_iou_matrix, polygon_iou_pairs
@@ -44,17 +45,8 @@ def random_image(rng, height, width):
 
 
 def dense_raw(rng, n=21504, num_classes=15, clusters=400):
-    """Raw detections of a dense scene: boxes jittered around cluster centres, several classes, exact score
-    ties and a NaN score included."""
-    centre, size = rng.uniform(0, 1024, (clusters, 2)), rng.uniform(8, 120, (clusters, 2))
-    which = rng.integers(0, clusters, n)
-    raw = np.zeros((n, 5 + num_classes), dtype=np.float32)
-    raw[:, :2] = centre[which] + rng.normal(0, 3, (n, 2))
-    raw[:, 2:4] = size[which] * rng.uniform(0.8, 1.2, (n, 2))
-    raw[:, 4] = rng.uniform(-np.pi / 2, np.pi / 2, clusters)[which] + rng.normal(0, 0.05, n)
-    raw[:, 5:] = rng.random((n, num_classes)) ** 8 * 0.26
-    bump = rng.uniform(0, 0.8, n) * (rng.random(n) < 0.15)
-    raw[np.arange(n), 5 + rng.integers(0, num_classes, clusters)[which]] += bump
+    """The bench generator's dense scene, plus exact score ties and a NaN score."""
+    raw = bench_dense_raw(rng, n, num_classes, clusters)
     rows = np.arange(0, n - 1, 97)
     raw[rows, 5:] = raw[rows + 1, 5:]
     raw[5, 6] = np.nan
