@@ -124,6 +124,11 @@ def test_int8_export_end_to_end(tmp_path, scenes):
     assert fp32["against"] == "pytorch fp32" and fp32["max_abs_error"] < 1e-2
     assert summary["gates"]["fp32_detection_parity"]["passed"]
     assert set(summary["gates"]) == {"fp32_detection_parity", "fp16_map_drop", "int8_map_drop"}
+    import onnx
+
+    fp32_graph = onnx.load(str(out / f"cstf-n-{SIZE}.fp32.onnx")).graph
+    slices = [n.name for n in fp32_graph.node if n.op_type in ("Slice", "Split") and n.name.startswith("/backbone/")]
+    assert not slices, f"CSP halves should be two convolutions, not slices: {slices}"
     sweep = json.loads((out / "cstf-n-256.int8.sensitivity.json").read_text())
     assert len(sweep) > 10 and all(row["score_error"] >= 0 for row in sweep)
     # The runtime reads what the export wrote, and the INT8 model carries Q/DQ nodes and its calibration.
@@ -193,3 +198,16 @@ def test_two_input_export_runs_with_a_reference_image(tmp_path, scenes):
             assert detector.info.input_names == ["images", "reference"]
             found = detector.detect(read_image(images[0]), reference=read_image(images[1]))
             assert found.image_shape == (SIZE, SIZE)
+
+
+def test_a_cached_sensitivity_sweep_over_other_groups_is_not_reused(tmp_path):
+    from cstf_edge.export.sensitivity import GroupSensitivity, load_table, save_table
+
+    path = tmp_path / "sweep.json"
+    save_table([GroupSensitivity("/backbone/stem", 3, 0.001, 0.1), GroupSensitivity("/cstf/saliency", 4, 0.0, 0.0)],
+               path)
+    groups = {"/backbone/stem": ["a", "b", "c"], "/cstf/saliency": ["d", "e", "f", "g"]}
+    assert [r.group for r in load_table(path, groups)] == ["/backbone/stem", "/cstf/saliency"]
+    assert load_table(path, {**groups, "/cstf/saliency": ["d", "e"]}) is None  # the policy quantizes fewer nodes
+    assert load_table(path, {"/backbone/stem": ["a", "b", "c"]}) is None
+    assert load_table(tmp_path / "missing.json", groups) is None

@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 
 from cstf_edge.geometry import canonicalize_rboxes as canonicalize_numpy  # noqa: E402
 from cstf_edge.model import ModelConfigError, build_model, check_input_shape  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from cstf_edge.model.cstf_block import Correspondence  # noqa: E402
 from cstf_edge.model.rbox_torch import canonicalize_rboxes  # noqa: E402
 from cstf_edge.model.saliency import combine_scales, sharpen_peaks  # noqa: E402
@@ -110,6 +112,51 @@ def test_correspondence_probabilities_and_confidence():
     peak, entropy = confidence[:, :2], confidence[:, 2:]
     assert torch.all((peak > 1 / 5 - 1e-6) & (peak <= 1))  # 4 reference tokens + the no-match bin
     assert torch.all((entropy >= 0) & (entropy <= 1 + 1e-6))
+
+
+@pytest.mark.parametrize("log_temperature", [2.3, 6.0])  # trained-like, and near one-hot rows
+def test_correspondence_confidence_equals_the_textbook_softmax_entropy(log_temperature):
+    """The block computes entropy as log Z - E[s] and the context and E[k] in one MatMul; check both
+    against the plain SoftMax, -sum p log p and P @ [v; 0] computed here."""
+    torch.manual_seed(1)
+    block = Correspondence(c_query=8, c_ref=8, dim=8, heads=2).eval()
+    with torch.no_grad():
+        block.log_temperature.fill_(log_temperature)
+        query, ref, keypoints = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 3, 3), torch.rand(2, 1, 3, 3)
+        context, confidence = block(query, ref, keypoints)
+        q = F.normalize(block.q_proj(query).reshape(2, 2, 4, 16), dim=2).transpose(2, 3)
+        k = F.normalize(block.k_proj(ref).reshape(2, 2, 4, 9), dim=2)
+        v = block.v_proj(ref).reshape(2, 2, 4, 9).transpose(2, 3)
+        logits = torch.exp(block.log_temperature) * q @ k + block.keypoint_gain * keypoints.reshape(2, 1, 1, 9)
+        no_match = block.no_match(query).reshape(2, 2, 16, 1)
+        prob = torch.softmax(torch.cat([logits, no_match], dim=-1), dim=-1)
+        expected_context = (prob[..., :9] @ v).transpose(2, 3).reshape(2, 8, 4, 4)
+        entropy = torch.special.entr(prob).sum(-1) / np.log(10)
+    torch.testing.assert_close(context, expected_context, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(confidence[:, :2], prob.amax(-1).reshape(2, 2, 4, 4), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(confidence[:, 2:], entropy.reshape(2, 2, 4, 4), atol=1e-4, rtol=1e-4)  # fp32 at logits ~400
+
+
+def test_split_csp_inputs_gives_the_same_numbers_and_keeps_the_original():
+    from cstf_edge.model.layers import CSPBlock, HalvesConv, split_csp_inputs
+
+    torch.manual_seed(2)
+    model = build_model("cstf-n", num_classes=3)
+    for module in model.modules():  # non-trivial BatchNorm statistics, so a wrong slice would show
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    split = split_csp_inputs(model)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), model(x), atol=1e-5, rtol=1e-5)
+    blocks = [m for m in split.modules() if isinstance(m, CSPBlock)]
+    assert blocks and all(isinstance(b.cv1, HalvesConv) for b in blocks)
+    assert not any(isinstance(m, HalvesConv) for m in model.modules())
+    assert set(model.state_dict()) == set(build_model("cstf-n", num_classes=3).state_dict())
 
 
 def test_peak_sharpening_keeps_peaks_and_suppresses_slopes():

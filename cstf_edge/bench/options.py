@@ -37,6 +37,7 @@ class BenchOptions:
     sensitivity: bool = True
     max_images: int | None = None
     interleave: bool = True  # time the variants in turns (False: one after the other)
+    settle: float = 0.1  # idle seconds before each interleaved iteration (see runner.SETTLE_NOTE)
     progress: bool = True
 
     @property
@@ -56,6 +57,8 @@ class BenchOptions:
             raise BenchError(f"--warmup {self.warmup} must be 0 or more")
         if self.iters < 1:
             raise BenchError(f"--iters {self.iters} must be at least 1")
+        if self.settle < 0:
+            raise BenchError(f"--settle {self.settle} must be 0 or more seconds")
         if self.max_images is not None and self.max_images < 1:
             raise BenchError(f"--max-images {self.max_images} must be at least 1")
         if not (self.device == "cpu" or self.device == "cuda" or _is_cuda_index(self.device)):

@@ -160,8 +160,10 @@ def _header(report: dict) -> list[str]:
         f"- Weights: `{report['weights']}` (sha256 {report['weights_sha256'][:16]}…)",
         f"- Data: {data.get('images')} labelled images from `{data.get('given')}` ({data.get('source')})",
         f"- Timing: {settings['warmup']} warm-up then {settings['iters']} timed iterations per variant, "
-        + ("interleaved (every variant loaded, one iteration each per round, so load from other processes falls "
-           "on all alike)" if settings.get("schedule") == "interleaved" else "one variant after the other")
+        + (f"interleaved (every variant loaded, one iteration each per round, so load from other processes falls "
+           f"on all alike; {settings.get('settle_s', 0.0)} s idle before each iteration, so the previous variant's "
+           f"spinning worker threads are quiet)" if settings.get("schedule") == "interleaved"
+           else "one variant after the other")
         + "; one iteration decodes and detects `batch` images",
         f"- Reference for Δ mAP, parity and speed-up: {report['reference'] or 'none (no torch-fp32 row)'}",
         f"- Pareto front (fastest last): {front}",

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequential", action="store_true",
                         help="time each variant alone, one after the other (default: all loaded, timed in turns, "
                         "so load from other processes hits every variant alike)")
+    parser.add_argument("--settle", type=float, default=0.1,
+                        help="idle seconds before each timed iteration in turns, so the previous variant's spinning "
+                        "worker threads do not slow the next (default 0.1)")
     parser.add_argument("--json", action="store_true", help="print report.json")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -72,7 +75,7 @@ def options_from_args(args):
         precisions=parse_names(args.precisions, "--precisions"), batches=parse_batches(args.batch),
         iters=args.iters, out=args.out, artifacts=args.artifacts, calib=args.calib, calib_method=args.calib_method,
         sensitivity=not args.no_sensitivity, max_images=args.max_images,
-        interleave=not args.sequential, progress=not args.no_progress,
+        interleave=not args.sequential, settle=args.settle, progress=not args.no_progress,
     ).check()
 
 

@@ -4,8 +4,8 @@ The exported graph's node names follow the PyTorch modules (``/backbone/...``, `
 ``/head/...``); everything outside those scopes is the in-graph decode (anchor points, distances -> boxes,
 angle canonicalisation, class sigmoid), which works on input pixels and must keep FP32.
 
-- FP16: the decode, and the correspondence SoftMax with its log/exp/reductions (entropy and max of the
-  SoftMax are fused back as confidences; FP16 loses them for near-uniform rows).
+- FP16: the decode, and every non-convolution of the correspondence (SoftMax, its maximum, the entropy as
+  ``log Z - E[s]``, a difference FP16 would round to about 0.01; they are fused back as confidences).
 - INT8: additionally the head's output convolutions (class logits, box distances, angle) — quantizing them
   moves boxes by whole pixels — and every non-convolution of the CSTF block. The per-layer sensitivity sweep
   (``cstf_edge.export.sensitivity``) adds the groups it measures as costly.
@@ -13,8 +13,7 @@ angle canonicalisation, class sigmoid), which works on input pixels and must kee
 from __future__ import annotations
 
 MODULE_SCOPES = ("/backbone/", "/neck/", "/cstf/", "/head/")
-CORRESPONDENCE_FLOAT_OPS = {"Softmax", "MatMul", "Log", "Exp", "ReduceSum", "ReduceMax", "ReduceL2", "Div",
-                            "Softplus", "Neg", "Sub", "Clip"}
+CORRESPONDENCE_SCOPES = ("/cstf/match_fine/", "/cstf/match_coarse/")
 
 
 def is_decode(name: str) -> bool:
@@ -24,13 +23,13 @@ def is_decode(name: str) -> bool:
 def fp16_float_nodes(graph) -> list[str]:
     """Nodes an FP16 export keeps in FP32."""
     return [n.name for n in graph.node
-            if is_decode(n.name) or (n.name.startswith("/cstf/") and n.op_type in CORRESPONDENCE_FLOAT_OPS)]
+            if is_decode(n.name) or (n.name.startswith(CORRESPONDENCE_SCOPES) and n.op_type != "Conv")]
 
 
 def int8_float_nodes(graph) -> list[str]:
     """Nodes an INT8 export never quantizes."""
     return [n.name for n in graph.node
-            if is_decode(n.name) or "_out/" in n.name or (n.name.startswith("/cstf/") and n.op_type != "Conv")]
+            if is_decode(n.name) or "_out/" in n.name or (n.name.startswith(CORRESPONDENCE_SCOPES) and n.op_type != "Conv")]
 
 
 def node_group(name: str) -> str:

@@ -68,12 +68,13 @@ def export_matcher(weights: str | Path, path: str | Path, imgsz: int = 512) -> t
     :class:`ExportError` when the graph fails the checker or PyTorch and ONNX Runtime disagree."""
     import onnx
 
+    from cstf_edge.model.layers import split_csp_inputs
     from cstf_edge.model.matcher import check_matcher_input
     from cstf_edge.model.train_match import load_matcher
 
     check_matcher_input(imgsz, imgsz)
     matcher, meta = load_matcher(weights)
-    proto = onnx.load_from_string(_trace(matcher, imgsz))
+    proto = onnx.load_from_string(_trace(split_csp_inputs(matcher), imgsz))
     info = ArtifactInfo(class_names=[], preprocess=PreprocessSpec(imgsz, imgsz), strides=[16, 4], batch=None,
                         max_batch=MAX_QUERY_BATCH, model=f"cstf-matcher-{meta['spec']['backbone']}",
                         source_sha256=sha256_file(weights), task="match",

@@ -101,7 +101,9 @@ def export_onnx(model, meta: dict, options: ExportOptions, path: Path, source_sh
     """Write the FP32 ONNX of ``model`` to ``path`` atomically; return its metadata."""
     import onnx
 
-    proto = onnx.load_from_string(_trace_to_onnx(model, options))
+    from cstf_edge.model.layers import split_csp_inputs
+
+    proto = onnx.load_from_string(_trace_to_onnx(split_csp_inputs(model), options))
     proto = simplify(proto)
     info = artifact_info(meta, options, source_sha256)
     set_metadata(proto, info)

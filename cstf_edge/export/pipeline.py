@@ -143,7 +143,7 @@ class ExportRun:
         FP32 groups."""
         groups = sensitivity.quantizable_groups(graph, set(base))
         table_cache = cache.with_suffix(".sensitivity.json")
-        rows = sensitivity.load_table(table_cache) if self.options.sensitivity else []
+        rows = sensitivity.load_table(table_cache, groups) if self.options.sensitivity else []
         if self.options.sensitivity and rows is None:
             if not cache.is_file():  # calibrate once with ONNX Runtime (writes the ranges the sweep reuses)
                 self._calibrate(staging, batcher, cache, base)

@@ -91,10 +91,16 @@ def save_table(rows: list[GroupSensitivity], path: Path) -> None:
     atomic_write_text(path, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
 
 
-def load_table(path: Path) -> list[GroupSensitivity] | None:
+def load_table(path: Path, groups: dict[str, list[str]]) -> list[GroupSensitivity] | None:
+    """The cached sweep at ``path``, or None if there is none or it was made over other groups (a graph policy
+    that quantizes more or fewer nodes: the calibration ranges stay valid, the sweep does not)."""
     if not path.is_file():
         return None
-    return [GroupSensitivity(**row) for row in json.loads(path.read_text())]
+    rows = [GroupSensitivity(**row) for row in json.loads(path.read_text())]
+    if {r.group: r.nodes for r in rows} != {name: len(nodes) for name, nodes in groups.items()}:
+        log.info("cached sensitivity sweep %s covers other groups: sweeping again", path)
+        return None
+    return rows
 
 
 def format_table(rows: list[GroupSensitivity]) -> str:
