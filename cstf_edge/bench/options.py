@@ -36,6 +36,7 @@ class BenchOptions:
     calib_method: str = "minmax"
     sensitivity: bool = True
     max_images: int | None = None
+    peers: tuple[str, ...] = ()  # Ultralytics OBB models to run beside ours (cstf_edge.bench.peers)
     interleave: bool = True  # time the variants in turns (False: one after the other)
     settle: float = 0.1  # idle seconds before each interleaved iteration (see runner.SETTLE_NOTE)
     progress: bool = True

@@ -7,6 +7,7 @@ import io
 
 BACKEND_COLORS = {"torch": "#d62728", "onnxruntime": "#1f77b4", "tensorrt": "#2ca02c"}
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "D"}
+PEER_COLOR = "#7f7f7f"  # peers (cstf-edge bench --peers), whatever their backend
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -35,7 +36,8 @@ def _axes(figure, rows: list[dict]):
 def _points(axes, rows: list[dict]) -> None:
     for row in rows:
         x, y = row["speed"]["fps"], row["accuracy"]["map50_voc07"]
-        axes.scatter([x], [y], s=60 + 15 * row["batch"], c=BACKEND_COLORS.get(row["backend"], "gray"),
+        color = PEER_COLOR if row.get("peer") else BACKEND_COLORS.get(row["backend"], "gray")
+        axes.scatter([x], [y], s=60 + 15 * row["batch"], c=color,
                      marker=PRECISION_MARKERS.get(row["precision"], "o"), edgecolors="black", linewidths=0.6,
                      zorder=3)
 
@@ -93,11 +95,25 @@ def _front(axes, rows: list[dict]) -> None:
                  label="Pareto front (no variant faster and more accurate)")
 
 
+def _timed_only(axes, rows: list[dict]) -> None:
+    """Variants timed but not scored (an untrained peer): a dotted vertical line at their FPS, labelled."""
+    for row in rows:
+        axes.axvline(row["speed"]["fps"], color=PEER_COLOR if row.get("peer") else "gray", linestyle=":",
+                     linewidth=1.4, zorder=1)
+        axes.annotate(f"{row['label']} (timed, not scored)", (row["speed"]["fps"], 0.02), rotation=90,
+                      xycoords=("data", "axes fraction"), xytext=(-4, 0), textcoords="offset points", ha="right",
+                      va="bottom", fontsize=7, color="dimgray")
+
+
 def _legend(axes, rows: list[dict]) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", color=BACKEND_COLORS[b], label=b)
-               for b in BACKEND_COLORS if any(r["backend"] == b for r in rows)]
+               for b in BACKEND_COLORS if any(r["backend"] == b and not r.get("peer") for r in rows)]
+    if any(r.get("peer") and r["accuracy"]["map50_voc07"] is not None for r in rows):
+        handles.append(Line2D([], [], marker="o", linestyle="", color=PEER_COLOR, label="peer (Ultralytics)"))
+    if any(r["accuracy"]["map50_voc07"] is None for r in rows):
+        handles.append(Line2D([], [], linestyle=":", color=PEER_COLOR, label="timed, not scored (FPS)"))
     handles += [Line2D([], [], marker=PRECISION_MARKERS[p], linestyle="", color="gray", label=p)
                 for p in PRECISION_MARKERS if any(r["precision"] == p for r in rows)]
     front, labels = axes.get_legend_handles_labels()
@@ -121,15 +137,17 @@ def plot_accuracy_vs_fps(rows: list[dict], title: str) -> bytes:
     figure = Figure(figsize=(8.5, 5.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = _axes(figure, rows)
-    if rows:
-        _points(axes, rows)
-        _front(axes, rows)
+    scored = [r for r in rows if r["accuracy"]["map50_voc07"] is not None]
+    if scored:
+        _points(axes, scored)
+        _front(axes, scored)
+        _timed_only(axes, [r for r in rows if r["accuracy"]["map50_voc07"] is None])
         _legend(axes, rows)
-        _margins(axes, rows)
+        _margins(axes, scored)
         figure.tight_layout()
-        _labels(figure, axes, rows)
+        _labels(figure, axes, scored)
     else:
-        axes.text(0.5, 0.5, "no variant ran on this machine", ha="center", va="center", transform=axes.transAxes)
+        axes.text(0.5, 0.5, "no scored variant ran on this machine", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()

@@ -212,6 +212,8 @@ def to_markdown(report: dict) -> str:
         parts += ["## Memory and model size", ""] + _memory_table(rows) + [""]
     parts += ["## Not run here", ""] + _unavailable(report) + [""]
     parts += ["## How each variant was run", ""] + [f"- **{r['label']}**: {r['how']}" for r in rows] + [""]
+    notes = [f"- **{r['label']}**: {r['accuracy']['note']}" for r in rows if r["accuracy"].get("note")]
+    parts += (["## Timed, not scored", ""] + notes + [""]) if notes else []
     parts += ["## Environment", ""] + [f"- {line}" for line in environment_lines(report["environment"])] + [""]
     parts += _notes(report)
     parts += ["![accuracy vs FPS](accuracy_vs_fps.png)", ""]

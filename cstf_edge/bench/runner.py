@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cstf_edge import __version__
-from cstf_edge.bench import measure
+from cstf_edge.bench import measure, peers
 from cstf_edge.bench.environment import environment, load_average
 from cstf_edge.bench.options import BenchError, BenchOptions
 from cstf_edge.bench.plot import pareto_front
@@ -166,7 +166,7 @@ class BenchRun:
                                              imgsz=self.options.imgsz, batch=variant.batch)
         detector.times = measure.SampledTimes(cuda_infer=cuda)
         stack.enter_context(detector)
-        source, accuracy = self._measure_accuracy(variant, detector)
+        source, accuracy = self._measure_accuracy(variant, detector, runner)
         detector.conf, detector.iou = SPEED_CONF, SPEED_IOU
         loop = measure.SpeedLoop(detector, self.paths, variant.batch)
         for _ in tqdm(range(self.options.warmup), desc=f"warm-up {variant.label}", unit="it", leave=False,
@@ -177,14 +177,18 @@ class BenchRun:
                   "peak_is_per_variant": reset}
         if cuda:
             memory.update(measure.cuda_memory_mb(self.options.device))
-        row = {"variant": variant.id, "label": variant.label, "backend": variant.backend,
+        row = {"variant": variant.id, "label": variant.label, "backend": variant.backend, "peer": variant.peer,
                "precision": variant.precision, "batch": variant.batch, "device": self.options.device,
                "artifact": str(path), "artifact_bytes": path.stat().st_size, "accuracy": accuracy,
                "accuracy_from": source, "memory": memory, "how": describe(variant, path, runner, self.options)}
         return Prepared(row, loop)
 
-    def _measure_accuracy(self, variant: Variant, detector) -> tuple[str, dict]:
-        key = self._accuracy_key(variant, detector)
+    def _measure_accuracy(self, variant: Variant, detector, runner) -> tuple[str | None, dict]:
+        if variant.peer:
+            reason = peers.scorable(runner.info, self.artifacts.peers.class_names)
+            if reason:
+                return None, {"map50_voc07": None, "map50_voc12": None, "per_class_ap_voc07": {}, "note": reason}
+        key = (variant.peer, *self._accuracy_key(variant, detector))
         if key not in self.accuracy:
             result = measure.measure_accuracy(detector, self.labels, self.options.progress, f"mAP {variant.label}")
             self.accuracy[key] = (variant.id, result, list(detector.found))
@@ -194,23 +198,28 @@ class BenchRun:
         return next(found for source, _, found in self.accuracy.values() if source == row["accuracy_from"])
 
     def _compare(self) -> None:
-        """mAP drop, parity and speed-up of every row against the PyTorch FP32 reference (first such row)."""
-        reference = next((r for r in self.rows if r["backend"] == "torch" and r["precision"] == "fp32"), None)
+        """mAP drop, parity and speed-up of every row against the PyTorch FP32 reference (first such row); a peer
+        gets its mAP drop (when scored) and speed-up, not parity (it is another model)."""
+        reference = next((r for r in self.rows if r["backend"] == "torch" and r["precision"] == "fp32"
+                          and not r["peer"]), None)
         for row in self.rows:
-            row["reference"] = reference["variant"] if reference else None
+            row.update(reference=reference["variant"] if reference else None, map_drop_voc07=None,
+                       map_drop_voc12=None, parity=None, speedup_vs_reference=None, speedup_vs_reference_mean=None)
             if reference is None:
-                row.update(map_drop_voc07=None, map_drop_voc12=None, parity=None, speedup_vs_reference=None,
-                           speedup_vs_reference_mean=None)
+                continue
+            row["speedup_vs_reference"] = _ratio(row["speed"]["fps_p50"], reference["speed"]["fps_p50"])
+            row["speedup_vs_reference_mean"] = _ratio(row["speed"]["fps"], reference["speed"]["fps"])
+            if row["accuracy_from"] is None:
                 continue
             ref_acc, acc = reference["accuracy"], row["accuracy"]
             row["map_drop_voc07"] = round(ref_acc["map50_voc07"] - acc["map50_voc07"], 3)
             row["map_drop_voc12"] = round(ref_acc["map50_voc12"] - acc["map50_voc12"], 3)
-            row["parity"] = measure.detection_parity(self._found(reference), self._found(row))
-            row["speedup_vs_reference"] = _ratio(row["speed"]["fps_p50"], reference["speed"]["fps_p50"])
-            row["speedup_vs_reference_mean"] = _ratio(row["speed"]["fps"], reference["speed"]["fps"])
-        front = pareto_front([(r["speed"]["fps"] or 0.0, r["accuracy"]["map50_voc07"]) for r in self.rows])
-        for index, row in enumerate(self.rows):
-            row["pareto"] = index in front
+            if not row["peer"]:
+                row["parity"] = measure.detection_parity(self._found(reference), self._found(row))
+        scored = [r for r in self.rows if r["accuracy"]["map50_voc07"] is not None]
+        front = pareto_front([(r["speed"]["fps"] or 0.0, r["accuracy"]["map50_voc07"]) for r in scored])
+        for row in self.rows:
+            row["pareto"] = any(row is scored[i] for i in front)
 
     def _report(self, env: dict, seconds: float) -> dict:
         from cstf_edge.export.onnx_export import sha256_file
@@ -232,7 +241,8 @@ class BenchRun:
             "rows": self.rows, "unavailable": self.unavailable,
             "pareto_front": [r["variant"] for r in sorted(self.rows, key=lambda r: r["speed"]["fps"] or 0)
                              if r["pareto"]],
-            "exports": self.artifacts.exports, "seconds": round(seconds, 1),
+            "exports": self.artifacts.exports, "peer_artifacts": self.artifacts.peers.made,
+            "seconds": round(seconds, 1),
         }
 
 
@@ -271,6 +281,8 @@ def _calibration(options: BenchOptions) -> str | None:
 
 def describe(variant: Variant, path: Path, runner, options: BenchOptions) -> str:
     """How the variant was run, in one line for the report."""
+    if variant.peer:
+        return peers.describe(variant.peer, variant.precision, runner.info, options.device)
     common = (f"Detector(batch={variant.batch}, imgsz={options.imgsz}); speed at conf {SPEED_CONF} / NMS IoU "
               f"{SPEED_IOU}, mAP at conf {MAP_CONF} / NMS IoU {MAP_NMS_IOU}")
     if variant.backend == "torch":

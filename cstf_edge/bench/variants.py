@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from cstf_edge.bench import peers
 from cstf_edge.bench.options import BenchOptions
 from cstf_edge.errors import CstfError
 
@@ -22,19 +23,25 @@ class Variant:
     backend: str
     precision: str
     batch: int
+    peer: str = ""  # a --peers entry (cstf_edge.bench.peers); "" for the model under test
 
     @property
     def id(self) -> str:
-        return f"{self.backend}-{self.precision}-b{self.batch}"
+        prefix = f"{peers.peer_name(self.peer)}-" if self.peer else ""
+        return f"{prefix}{self.backend}-{self.precision}-b{self.batch}"
 
     @property
     def label(self) -> str:
-        return f"{SHORT[self.backend]}-{self.precision} b{self.batch}"
+        prefix = f"{peers.peer_name(self.peer)} " if self.peer else ""
+        return f"{prefix}{SHORT[self.backend]}-{self.precision} b{self.batch}"
 
 
 def all_variants(options: BenchOptions) -> list[Variant]:
-    """Every requested combination; the PyTorch FP32 reference first, then in the order asked."""
+    """Every requested combination; the PyTorch FP32 reference first, then in the order asked, then the peers
+    (ONNX Runtime, FP32 and INT8 as asked, batch 1: they are exported with a static batch)."""
     variants = [Variant(b, p, n) for b in options.backends for p in options.precisions for n in options.batches]
+    variants += [Variant("onnxruntime", p, 1, spec) for spec in options.peers for p in options.precisions
+                 if p in peers.PEER_PRECISIONS]
     return sorted(variants, key=lambda v: (v.backend != "torch" or v.precision != "fp32",))
 
 
@@ -99,6 +106,10 @@ def _tensorrt_reason(device: str) -> str | None:
 
 def unavailable_reason(variant: Variant, options: BenchOptions) -> str | None:
     """Why ``variant`` cannot run on this machine with these options, or None when it can."""
+    if variant.peer:
+        if variant.precision == "int8" and options.calibration() is None:
+            return "a peer's INT8 is calibrated on cstf-n's calibration set and none was found: pass --calib"
+        return _onnxruntime_reason(options.device) or peers.unavailable(variant.peer)
     if variant.backend == "torch":
         return _torch_reason(variant.precision, options.device)
     if variant.precision == "int8" and options.calibration() is None:
@@ -127,6 +138,13 @@ class Artifacts:
         self.dynamic = (1, self.max_batch) if self.max_batch > 1 else None
         self.exports: list[dict] = []
         self.failed: dict[tuple[str, str], CstfError] = {}
+        self.peers = peers.PeerArtifacts(self.folder, options.imgsz, self._class_names(), options.calibration(),
+                                         options.calib_method, options.progress)
+
+    def _class_names(self) -> list[str]:
+        from cstf_edge.runtime.backends.torch.runner import weights_meta
+
+        return list(weights_meta(self.weights).get("class_names", []))
 
     def name(self, target: str) -> str:
         stem = f"{self._model()}-{self.options.imgsz}"
@@ -139,6 +157,8 @@ class Artifacts:
         return weights_meta(self.weights).get("model", "model")
 
     def path(self, variant: Variant) -> Path:
+        if variant.peer:
+            return self.peers.path(variant.peer, variant.precision)
         if variant.backend == "torch":
             return self.weights
         suffix = "engine" if variant.backend == "tensorrt" else "onnx"
@@ -149,7 +169,7 @@ class Artifacts:
         if not path.is_file():
             return False
         try:
-            info = _read_info(path)
+            info = read_artifact_info(path)
         except CstfError as exc:
             log.info("%s: remaking it (%s)", path, exc)
             return False
@@ -169,6 +189,8 @@ class Artifacts:
 
     def ensure(self, variant: Variant) -> Path:
         """The artifact of ``variant``, exported now when missing or stale (raises the export's error)."""
+        if variant.peer:
+            return self.peers.ensure(variant.peer, variant.precision)
         path = self.path(variant)
         if variant.backend == "torch" or self.fresh(path):
             return path
@@ -213,7 +235,7 @@ class Artifacts:
                              "seconds": summary.get("seconds"), "passed_gates": summary.get("passed")})
 
 
-def _read_info(path: Path):
+def read_artifact_info(path: Path):
     from cstf_edge.runtime.artifact import read_onnx_info, read_sidecar
 
     if path.suffix == ".onnx":
@@ -226,6 +248,8 @@ def _read_info(path: Path):
 
 def open_runner(variant: Variant, path: Path, options: BenchOptions):
     """The runtime runner of ``variant`` (not yet activated)."""
+    if variant.peer:
+        return peers.UltralyticsObbRunner(path, options.device)
     if variant.backend == "torch":
         from cstf_edge.runtime.backends.torch import TorchRunner
 

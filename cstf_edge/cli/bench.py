@@ -21,6 +21,9 @@ examples:
       --precisions fp32,int8 --batch 1,4 --out runs/bench-dota
   cstf-edge bench --data data/val --device cuda:0 --backends torch,tensorrt --precisions fp16,int8 --json
       a GPU machine: PyTorch FP16 (timed by CUDA events) and TensorRT engines built here
+  cstf-edge bench --data calibration/synthrs-val.toml --backends torch,onnxruntime --precisions fp32,int8 \
+      --peers yolov8n-obb.onnx
+      beside cstf-n, YOLOv8n-obb (exported by Ultralytics) at FP32 and INT8 through the same runtime path
   python benchmarks/run.py ...      the same command as a script
 
 --data: a labelled folder (DOTA: images/ + labelTxt/; HRSC2016: AllImages/ + Annotations/) or a SynthRS
@@ -55,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="INT8 calibration method of the export (default minmax)")
     parser.add_argument("--no-sensitivity", action="store_true",
                         help="skip the export's per-layer INT8 sensitivity sweep (faster, maybe less accurate)")
+    parser.add_argument("--peers", nargs="?", const="yolov8n-obb", default="",
+                        help="also run Ultralytics OBB peers through the same runtime path: a comma list of model "
+                        "names built from their yaml (untrained: timed only), trained .pt weights, or .onnx files "
+                        "Ultralytics exported (`yolo export ... format=onnx opset=17`); --peers alone means "
+                        "yolov8n-obb. Names and .pt need pip install 'cstf-edge[peers]'")
     parser.add_argument("--sequential", action="store_true",
                         help="time each variant alone, one after the other (default: all loaded, timed in turns, "
                         "so load from other processes hits every variant alike)")
@@ -75,6 +83,7 @@ def options_from_args(args):
         precisions=parse_names(args.precisions, "--precisions"), batches=parse_batches(args.batch),
         iters=args.iters, out=args.out, artifacts=args.artifacts, calib=args.calib, calib_method=args.calib_method,
         sensitivity=not args.no_sensitivity, max_images=args.max_images,
+        peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
         interleave=not args.sequential, settle=args.settle, progress=not args.no_progress,
     ).check()
 
@@ -92,11 +101,13 @@ def run(args) -> int:
 
 
 def _print_summary(report: dict, out: str) -> None:
+    width = max([18] + [len(r["label"]) for r in report["rows"] + report["unavailable"]])
     for row in report["rows"]:
-        latency = row["speed"]["latency_ms"]
-        print(f"{row['label']:<18} mAP07 {row['accuracy']['map50_voc07']:6.2f}  p50 {latency['p50']:8.2f} ms  "
+        latency, score = row["speed"]["latency_ms"], row["accuracy"]["map50_voc07"]
+        score = "     –" if score is None else f"{score:6.2f}"
+        print(f"{row['label']:<{width}} mAP07 {score}  p50 {latency['p50']:8.2f} ms  "
               f"FPS {row['speed']['fps']:8.2f}" + (f"  x{row['speedup_vs_reference']:.2f}"
                                                    if row.get("speedup_vs_reference") else ""))
     for skipped in report["unavailable"]:
-        print(f"{skipped['label']:<18} not run: {skipped['reason']}")
+        print(f"{skipped['label']:<{width}} not run: {skipped['reason']}")
     print(f"report: {out}/report.md (+ report.csv, report.json, accuracy_vs_fps.png)")

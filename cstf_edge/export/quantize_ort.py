@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +105,27 @@ def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | N
     extra = {"CalibPercentile": PERCENTILE}
     if batcher is not None and len(batcher) % CALIBRATION_STRIDE == 0:
         extra["CalibStridedMinMax"] = CALIBRATION_STRIDE
-    q.quantize_static(str(fp32_path), str(out_path), None if cache_path.is_file() else calibration_reader(batcher, input_names(fp32_path)),
-                      quant_format=q.QuantFormat.QDQ, op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
-                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                      nodes_to_quantize=only or [], nodes_to_exclude=exclude or [],
-                      calibrate_method=_method(method), extra_options=extra,
-                      calibration_cache_path=str(cache_path))
+    reader = None if cache_path.is_file() else calibration_reader(batcher, input_names(fp32_path))
+    with _root_info_muted():
+        q.quantize_static(str(fp32_path), str(out_path), reader,
+                          quant_format=q.QuantFormat.QDQ, op_types_to_quantize=QUANT_OP_TYPES, per_channel=True,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                          nodes_to_quantize=only or [], nodes_to_exclude=exclude or [],
+                          calibrate_method=_method(method), extra_options=extra,
+                          calibration_cache_path=str(cache_path))
+
+
+@contextmanager
+def _root_info_muted():
+    """ONNX Runtime's quantizer logs a line per shared bias on the root logger at INFO: hundreds for an
+    Ultralytics graph. Raise the root level to WARNING for the call."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def finish_int8(qdq_path: Path, out_path: Path, info: ArtifactInfo, extra: dict) -> ArtifactInfo:
