@@ -258,3 +258,25 @@ def test_an_int8_artifact_calibrated_otherwise_is_stale(scenes, bench_out):
     same, other = artifacts("minmax"), artifacts("entropy")
     assert same.fresh(same.path(int8)) and same.fresh(same.path(fp32))
     assert not other.fresh(other.path(int8)) and other.fresh(other.path(fp32))
+
+
+@pytest.mark.slow
+def test_an_artifact_of_an_older_exporter_is_stale(scenes, bench_out, tmp_path):
+    import onnx
+
+    from cstf_edge.bench.variants import Artifacts, read_artifact_info
+    from cstf_edge.export.onnx_export import set_metadata
+    from cstf_edge.model.checkpoint import shipped_weights
+
+    artifacts = Artifacts(BenchOptions(data=str(scenes / "val"), imgsz=SIZE, batches=(1, 2),
+                                       calib=str(scenes / "calib.toml"), artifacts=str(scenes / "artifacts")),
+                          shipped_weights())
+    current = artifacts.path(Variant("onnxruntime", "fp32", 1))
+    assert artifacts.fresh(current)
+    info = read_artifact_info(current)
+    info.extra["export_revision"] = 1
+    model = onnx.load(str(current))
+    set_metadata(model, info)
+    older = tmp_path / current.name
+    onnx.save(model, str(older))
+    assert not artifacts.fresh(older)

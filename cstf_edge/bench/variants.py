@@ -165,7 +165,10 @@ class Artifacts:
         return self.folder / f"{self.name(variant.backend)}.{variant.precision}.{suffix}"
 
     def fresh(self, path: Path) -> bool:
-        """Whether ``path`` exists and was made from these weights at this input size and batch range."""
+        """Whether ``path`` exists and was made from these weights at this input size and batch range, by this
+        version of the exporter (``EXPORT_REVISION``)."""
+        from cstf_edge.export.onnx_export import EXPORT_REVISION
+
         if not path.is_file():
             return False
         try:
@@ -175,6 +178,10 @@ class Artifacts:
             return False
         batch_ok = info.batch is None and (info.max_batch or 0) >= self.max_batch if self.dynamic \
             else info.batch == 1
+        if info.extra.get("export_revision") != EXPORT_REVISION:
+            log.info("%s: remaking it (made by an older exporter, revision %s; now %s)", path,
+                     info.extra.get("export_revision"), EXPORT_REVISION)
+            return False
         return (info.source_sha256 == self.weights_sha and info.imgsz == (self.options.imgsz,) * 2 and batch_ok
                 and self._same_calibration(info))
 

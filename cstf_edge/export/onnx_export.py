@@ -19,6 +19,10 @@ from cstf_edge.runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever the exported graph changes for the same weights (numbers or speed), so tools that reuse
+# artifacts (cstf-edge bench) remake older ones: 2 = entropy as log Z - E[s], CSP input halves as two convolutions.
+EXPORT_REVISION = 2
+
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -53,7 +57,8 @@ def artifact_info(meta: dict, options: ExportOptions, source_sha256: str, precis
                         strides=list(meta.get("spec", {}).get("strides", [8, 16, 32])), precision=precision,
                         with_reference=options.with_reference, batch=None if dynamic else options.batch,
                         max_batch=dynamic[1] if dynamic else None, model=meta.get("model", ""),
-                        source_sha256=source_sha256, extra={"trained_imgsz": meta.get("imgsz")})
+                        source_sha256=source_sha256, extra={"trained_imgsz": meta.get("imgsz"),
+                                                                  "export_revision": EXPORT_REVISION})
 
 
 def set_metadata(model_proto, info: ArtifactInfo) -> None:
