@@ -173,10 +173,11 @@ def _header(report: dict) -> list[str]:
 
 
 def _exports(report: dict) -> str:
-    done = report.get("exports") or []
+    done = [f"{e['target']} {e['precision']} as {e['name']} ({e['seconds']} s)" for e in report.get("exports") or []]
+    done += [f"peer {p['peer']} {p['precision']} as {Path(p['path']).name}" for p in report.get("peer_artifacts") or []]
     if not done:
         return f"nothing (the artifacts in `{report['options'].get('artifacts') or 'OUT/artifacts'}` were up to date)"
-    return "; ".join(f"{e['target']} {e['precision']} as {e['name']} ({e['seconds']} s)" for e in done)
+    return "; ".join(done)
 
 
 def _notes(report: dict) -> list[str]:
