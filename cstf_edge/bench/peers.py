@@ -40,7 +40,6 @@ from cstf_edge.runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PEER = "yolov8n-obb"
 LAYOUT = "ultralytics-obb: [B, 4 + C + 1, N] = cx, cy, w, h, class scores, angle"
 PEER_PRECISIONS = ("fp32", "int8")
 INSTALL_HINT = ("pip install 'cstf-edge[peers]' (Ultralytics needs a torchvision built for your torch), or export "
