@@ -133,6 +133,7 @@ def test_a_second_run_reuses_the_artifacts_and_prints_json(scenes, bench_out, mo
     (["--precisions", "fp8"], "fp8"),
     (["--iters", "0"], "--iters"),
     (["--settle", "-1"], "--settle"),
+    (["--settle", "nan"], "--settle"),
     (["--imgsz", "100"], "--imgsz"),
     (["--device", "tpu"], "--device"),
 ])

@@ -127,7 +127,8 @@ def test_int8_export_end_to_end(tmp_path, scenes):
     import onnx
 
     fp32_graph = onnx.load(str(out / f"cstf-n-{SIZE}.fp32.onnx")).graph
-    slices = [n.name for n in fp32_graph.node if n.op_type in ("Slice", "Split") and n.name.startswith("/backbone/")]
+    slices = [n.name for n in fp32_graph.node
+              if n.op_type in ("Slice", "Split") and n.name.startswith(("/backbone/", "/neck/"))]
     assert not slices, f"CSP halves should be two convolutions, not slices: {slices}"
     sweep = json.loads((out / "cstf-n-256.int8.sensitivity.json").read_text())
     assert len(sweep) > 10 and all(row["score_error"] >= 0 for row in sweep)

@@ -116,8 +116,8 @@ def test_correspondence_probabilities_and_confidence():
 
 @pytest.mark.parametrize("log_temperature", [2.3, 6.0])  # trained-like, and near one-hot rows
 def test_correspondence_confidence_equals_the_textbook_softmax_entropy(log_temperature):
-    """The block computes entropy as log Z - E[s] and the context and E[k] in one MatMul; check both
-    against the plain SoftMax, -sum p log p and P @ [v; 0] computed here."""
+    """The block computes the entropy as log Z - E[s]; check it and the context against the plain SoftMax,
+    -sum p log p and P @ [v; 0] computed here."""
     torch.manual_seed(1)
     block = Correspondence(c_query=8, c_ref=8, dim=8, heads=2).eval()
     with torch.no_grad():

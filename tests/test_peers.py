@@ -102,11 +102,23 @@ def test_int8_keeps_the_head_outputs_and_decode_in_fp32(tmp_path):
     assert decode and set(decode) <= kept  # the head's own ops: score sigmoid, box and angle decode
 
 
+def test_peers_run_at_fp32_and_int8_and_say_so_for_fp16(tmp_path):
+    from cstf_edge.bench import BenchOptions
+    from cstf_edge.bench.variants import Variant, all_variants, unavailable_reason
+
+    options = BenchOptions(data=str(tmp_path), precisions=("fp32", "fp16"), peers=("yolov8n-obb",))
+    peer_rows = [v for v in all_variants(options) if v.peer]
+    assert [v.precision for v in peer_rows] == ["fp32", "fp16"]
+    assert "peers are run at fp32 and int8" in unavailable_reason(Variant("onnxruntime", "fp16", 1, "yolov8n-obb"),
+                                                                   options)
+    assert unavailable_reason(peer_rows[0], options) is None  # Ultralytics is needed only when exporting
+
+
 def test_a_file_of_another_layout_is_refused_naming_it(tmp_path):
     plain = tmp_path / "plain.onnx"
     torch.onnx.export(nn.Conv2d(3, 4, 1), torch.zeros(1, 3, 8, 8), str(plain), opset_version=17, dynamo=False)
     with pytest.raises(peers.PeerError, match="plain.onnx: not an Ultralytics OBB export"):
-        peers.import_onnx(plain, tmp_path / "out.onnx", model="plain", origin="test", trained=True)
+        peers.import_onnx(plain, tmp_path / "out.onnx", model="plain", origin="test", trained=True, record={})
     assert not (tmp_path / "out.onnx").exists()
     assert peers.unavailable(str(tmp_path / "missing.onnx")) == f"--peers {tmp_path / 'missing.onnx'}: no such file"
 
@@ -148,7 +160,7 @@ def test_bench_runs_peers_beside_cstf_n(tmp_path, monkeypatch):
     assert tiny["parity"] is None and tiny["speedup_vs_reference"] > 0 and "UltralyticsObbRunner" in tiny["how"]
     assert tiny["speed"]["stages_ms"]["infer"]["n"] == 2
     coco = rows["coco80-onnxruntime-fp32-b1"]
-    assert coco["accuracy"]["map50_voc07"] is None and "not the data's" in coco["accuracy"]["note"]
+    assert coco["accuracy"]["map50_voc07"] is None and "not those of the model" in coco["accuracy"]["note"]
     assert not coco["pareto"] and rows["onnxruntime-int8-b1"]["parity"] is not None
     assert "## Timed, not scored" in (out / "report.md").read_text()
     int8 = onnx.load(str(out / "artifacts" / f"tinyobb-{SIZE}.int8.onnx"))

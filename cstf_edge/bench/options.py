@@ -2,6 +2,7 @@
 before any work (a bad value is a :class:`BenchError`, exit code 2 at the command line)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,10 @@ class BenchOptions:
     max_images: int | None = None
     peers: tuple[str, ...] = ()  # Ultralytics OBB models to run beside ours (cstf_edge.bench.peers)
     interleave: bool = True  # time the variants in turns (False: one after the other)
-    settle: float = 0.1  # idle seconds before each interleaved iteration (see runner.SETTLE_NOTE)
+    # Idle seconds before each interleaved iteration: ONNX Runtime's worker threads (and OpenMP's under PyTorch)
+    # spin for tens of milliseconds after a run; without a pause they took the cores from the next variant and
+    # made every variant 25-50 % slower than alone (INT8 the most).
+    settle: float = 0.1
     progress: bool = True
 
     @property
@@ -58,7 +62,7 @@ class BenchOptions:
             raise BenchError(f"--warmup {self.warmup} must be 0 or more")
         if self.iters < 1:
             raise BenchError(f"--iters {self.iters} must be at least 1")
-        if self.settle < 0:
+        if not math.isfinite(self.settle) or self.settle < 0:
             raise BenchError(f"--settle {self.settle} must be 0 or more seconds")
         if self.max_images is not None and self.max_images < 1:
             raise BenchError(f"--max-images {self.max_images} must be at least 1")

@@ -6,7 +6,8 @@ How a peer is run, exactly (also written into each row's ``how``):
 - **FP32 ONNX** made by Ultralytics' own exporter, ``YOLO(model).export(format="onnx", imgsz, opset=17,
   batch=1, simplify=True)``: here when ``ultralytics`` imports, or given as a ``.onnx`` file exported elsewhere
   with the same call (``yolo export model=M format=onnx imgsz=1024 opset=17``). A model name (``yolov8n-obb``)
-  is built from its yaml with as many classes as the bench data has: untrained, so it is timed, not scored.
+  is built from its yaml with the classes of the weights under test (the data's): untrained, so it is timed,
+  not scored.
   A ``.pt`` is copied to a temporary folder first (the exporter writes beside its input).
 - **INT8**: the same ONNX Runtime static quantizer, calibration manifest, batcher (the runtime's preprocessing)
   and method as cstf-n's INT8 (:func:`cstf_edge.export.quantize_ort.quantize`). As for cstf-n, the head's
@@ -16,17 +17,18 @@ How a peer is run, exactly (also written into each row's ``how``):
   letterbox, RGB, /255 (Ultralytics' own preprocessing is the same centred letterbox with 114 padding), the
   same thresholds and rotated NMS. The runner lays the output ``[B, 4 + C + 1, N]`` (cx, cy, w, h, class
   scores, angle) out as the project's ``[B, N, 5 + C]`` in DESIGN.md's convention, inside the infer stage.
-- **Accuracy** only when the peer's class names are the data's, in order, and it was trained (a ``.pt``, or an
-  ONNX that says nothing of being untrained).
+- **Accuracy** only when the peer's class names are those of the weights under test, in order, and it was
+  trained (a ``.pt``; a given ``.onnx`` is taken as trained, since its metadata cannot say).
 """
 from __future__ import annotations
 
 import ast
 import json
 import logging
-import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,39 +70,59 @@ def unavailable(spec: str) -> str | None:
 
 # ---- the FP32 ONNX ---------------------------------------------------------------------------------------
 
+_EXPORT_SCRIPT = """
+import sys
+from ultralytics import YOLO
+source, imgsz, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+model = YOLO(source, task="obb")
+if names:
+    model.model.names = dict(enumerate(names))
+print(model.export(format="onnx", imgsz=imgsz, opset=17, batch=1, simplify=True, dynamic=False))
+"""
+
+
+def source_record(spec: str, classes: int) -> dict:
+    """What a peer's FP32 ONNX was made from, exactly (its freshness test): the file's sha256 for a given
+    ``.onnx`` or ``.pt``, the class count for a model built from its yaml."""
+    from cstf_edge.export.onnx_export import sha256_file
+
+    if spec.endswith((".onnx", ".pt")):
+        return {"spec": spec, "sha256": sha256_file(spec)}
+    return {"spec": spec, "classes": classes}
+
+
 def make_fp32(spec: str, imgsz: int, class_names: list[str], out: Path) -> None:
     """Write the peer's FP32 ONNX with cstf-edge metadata to ``out`` (atomically)."""
+    record = source_record(spec, len(class_names))
     if spec.endswith(".onnx"):
-        import_onnx(Path(spec), out, model=peer_name(spec), origin=f"given: {spec}", trained=True)
+        import_onnx(Path(spec), out, model=peer_name(spec), origin=f"given: {spec}", trained=True, record=record)
         return
     with tempfile.TemporaryDirectory(prefix="cstf-peer-") as tmp:
         exported, trained = _export_ultralytics(spec, imgsz, class_names, Path(tmp))
         import_onnx(exported, out, model=peer_name(spec), origin=f"exported here by Ultralytics from {spec}",
-                    trained=trained)
+                    trained=trained, record=record)
 
 
 def _export_ultralytics(spec: str, imgsz: int, class_names: list[str], folder: Path) -> tuple[Path, bool]:
+    """Ultralytics' ONNX export of ``spec``, run in a child process whose working directory is ``folder`` (a
+    model built from a yaml is exported into the working directory; the child also keeps Ultralytics' logging
+    and settings out of this process)."""
     try:
-        from ultralytics import YOLO
-    except Exception as exc:  # noqa: BLE001
+        __import__("ultralytics")
+    except Exception as exc:  # noqa: BLE001 - ImportError, or torchvision failing inside it
         raise PeerError(f"--peers {spec}: Ultralytics does not import ({exc}); {INSTALL_HINT}") from None
     if spec.endswith(".pt"):
-        source, trained = folder / Path(spec).name, True
+        source, trained, names = folder / Path(spec).name, True, []
         shutil.copy2(spec, source)
     else:
-        source, trained = _yaml_with_classes(spec, len(class_names), folder), False
-    before = Path.cwd()
-    try:
-        os.chdir(folder)  # a model built from a yaml is exported into the working directory
-        model = YOLO(str(source), task="obb")
-        if not trained:
-            model.model.names = dict(enumerate(class_names))
-        path = model.export(format="onnx", imgsz=imgsz, opset=17, batch=1, simplify=True, dynamic=False)
-    except Exception as exc:  # noqa: BLE001 - Ultralytics raises many types; name the peer and the cause
-        raise PeerError(f"--peers {spec}: Ultralytics could not export it ({type(exc).__name__}: {exc})") from None
-    finally:
-        os.chdir(before)
-    return (folder / path).resolve(), trained
+        source, trained, names = _yaml_with_classes(spec, len(class_names), folder), False, list(class_names)
+    done = subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT, str(source), str(imgsz), *names], cwd=folder,
+                          capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PeerError(f"--peers {spec}: Ultralytics could not export it ({tail})")
+    return (folder / lines[-1]).resolve(), trained
 
 
 def _yaml_with_classes(name: str, classes: int, folder: Path) -> Path:
@@ -119,9 +141,9 @@ def _yaml_with_classes(name: str, classes: int, folder: Path) -> Path:
     return path
 
 
-def import_onnx(source: Path, out: Path, *, model: str, origin: str, trained: bool) -> None:
+def import_onnx(source: Path, out: Path, *, model: str, origin: str, trained: bool, record: dict) -> None:
     """Copy an Ultralytics OBB ONNX to ``out`` with the cstf-edge metadata the runtime reads (classes, input
-    size, preprocessing), refusing one of another layout."""
+    size, preprocessing) and ``record`` (:func:`source_record`), refusing one of another layout."""
     import onnx
 
     from cstf_edge.export.onnx_export import set_metadata, sha256_file
@@ -134,19 +156,29 @@ def import_onnx(source: Path, out: Path, *, model: str, origin: str, trained: bo
     if meta.get("task") != "obb" or "names" not in meta:
         raise PeerError(f"{source}: not an Ultralytics OBB export (metadata task={meta.get('task')!r}); export it "
                         "with `yolo export model=...-obb.pt format=onnx`")
-    names = ast.literal_eval(meta["names"])
+    names = _class_names(source, meta["names"])
     shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     if len(shape) != 4 or not all(shape):
         raise PeerError(f"{source}: input shape {shape} is not a static [1, 3, H, W]; export with dynamic=False")
-    out_dim = proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value
-    if out_dim != len(names) + 5:
-        raise PeerError(f"{source}: output has {out_dim} rows, not 4 + {len(names)} classes + angle ({LAYOUT})")
-    info = ArtifactInfo(class_names=[str(names[i]) for i in sorted(names)], preprocess=PreprocessSpec(*shape[2:]),
-                        batch=shape[0], model=model, source_sha256=sha256_file(source),
+    out_shape = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    if len(out_shape) != 3 or out_shape[1] != len(names) + 5:
+        raise PeerError(f"{source}: output shape {out_shape} is not [B, 4 + {len(names)} classes + angle, N] "
+                        f"({LAYOUT})")
+    info = ArtifactInfo(class_names=names, preprocess=PreprocessSpec(*shape[2:]), batch=shape[0], model=model,
+                        source_sha256=sha256_file(source),
                         extra={"peer": "ultralytics", "layout": LAYOUT, "trained": trained, "origin": origin,
-                               "ultralytics_version": meta.get("version", "")})
+                               "source": record, "ultralytics_version": meta.get("version", "")})
     set_metadata(proto, info)
     atomic_write_bytes(out, proto.SerializeToString())
+
+
+def _class_names(source: Path, text: str) -> list[str]:
+    """Ultralytics writes ``names`` as a Python dict literal ``{0: 'plane', ...}``."""
+    try:
+        names = ast.literal_eval(text)
+        return [str(names[i]) for i in sorted(names)]
+    except (ValueError, SyntaxError, TypeError, AttributeError) as exc:
+        raise PeerError(f"{source}: its class names metadata is unreadable ({exc})") from None
 
 
 # ---- INT8 ----------------------------------------------------------------------------------------------
@@ -162,27 +194,28 @@ def float_nodes(graph) -> list[str]:
             if not n.name.startswith("/model.") or (n.name.startswith(head) and not _HIDDEN_HEAD_CONV.search(n.name))]
 
 
-def make_int8(fp32: Path, out: Path, batcher, method: str) -> None:
-    """The peer's INT8 Q/DQ ONNX, calibrated like cstf-n's (ranges cached under the same kind of key)."""
+def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) -> None:
+    """The peer's INT8 Q/DQ ONNX, calibrated like cstf-n's (ranges cached under the same kind of key); its
+    metadata records the calibration as cstf-n's does (``extra["calibration"]``)."""
     import onnx
 
     from cstf_edge.export.calibration import cache_dir, cache_key, fingerprint
-    from cstf_edge.export.onnx_export import set_metadata, sha256_file
-    from cstf_edge.export.quantize_ort import quantize
-    from cstf_edge.runtime.artifact import read_onnx_info
+    from cstf_edge.export.onnx_export import sha256_file
+    from cstf_edge.export.quantize_ort import finish_int8, quantize
 
-    model = onnx.load(str(fp32))
-    info = read_onnx_info(fp32, {p.key: p.value for p in model.metadata_props})
+    info = _info(fp32)
     key = cache_key(sha256_file(fp32), json.dumps(info.preprocess.to_metadata(), sort_keys=True),
                     fingerprint(batcher.paths), method, "onnxruntime")
     staging = out.with_name(f".{out.name}.staging")
     try:
-        quantize(fp32, staging, batcher=batcher, method=method, exclude=float_nodes(model.graph),
-                 cache_path=cache_dir() / "calibration" / f"peer-{fp32.stem}-{key}.json")
-        quantized = onnx.load(str(staging))
-        set_metadata(quantized, ArtifactInfo(**{**info.__dict__, "precision": "int8",
-                                                "extra": {**info.extra, "calibration_key": key, "method": method}}))
-        atomic_write_bytes(out, quantized.SerializeToString())
+        quantize(fp32, staging, batcher=batcher, method=method, cache_path=cache_dir() / "calibration" /
+                 f"peer-{fp32.stem}-{key}.json", exclude=float_nodes(onnx.load(str(fp32), load_external_data=False).graph))
+        finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
+                                                         "cache_key": key}})
+    except CstfError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises its own and plain types
+        raise PeerError(f"{fp32}: INT8 quantization failed ({type(exc).__name__}: {exc})") from None
     finally:
         staging.unlink(missing_ok=True)
 
@@ -195,7 +228,10 @@ def to_detections(raw: np.ndarray) -> np.ndarray:
     from cstf_edge.geometry import canonicalize_rboxes
 
     boxes = np.concatenate([raw[:, :4], raw[:, -1:]], axis=1).transpose(0, 2, 1)  # [B, N, 5]
-    canonical = canonicalize_rboxes(boxes.reshape(-1, 5).astype(np.float64)).astype(np.float32)
+    try:
+        canonical = canonicalize_rboxes(boxes.reshape(-1, 5).astype(np.float64)).astype(np.float32)
+    except ValueError as exc:  # a negative or non-finite side: the model's output is broken
+        raise PeerError(f"the peer's output holds an impossible box ({exc})") from None
     scores = raw[:, 4:-1].transpose(0, 2, 1)
     return np.concatenate([canonical.reshape(boxes.shape), scores], axis=-1)
 
@@ -210,12 +246,12 @@ class UltralyticsObbRunner(OnnxRuntimeRunner):
 
 
 def scorable(info: ArtifactInfo, class_names: list[str]) -> str | None:
-    """Why a peer's detections cannot be scored on data with ``class_names``, or None."""
+    """Why a peer's detections cannot be scored against ``class_names`` (the weights under test's), or None."""
     if not info.extra.get("trained", False):
         return "not scored: built from its yaml, untrained (pass trained weights or their ONNX to --peers)"
     if list(info.class_names) != list(class_names):
         return (f"not scored: its classes {info.class_names[:6]}{'...' if len(info.class_names) > 6 else ''} are "
-                f"not the data's {class_names}")
+                f"not those of the model under test {class_names}")
     return None
 
 
@@ -245,28 +281,33 @@ class PeerArtifacts:
                             f"export it again with imgsz={self.imgsz}")
         if precision == "fp32":
             return fp32
+        if self.calibration is None:
+            raise PeerError("a peer's INT8 needs the calibration set cstf-n uses: pass --calib")
         int8 = self.path(spec, "int8")
-        if not (int8.is_file() and _info(int8).source_sha256 == info.source_sha256
-                and _info(int8).extra.get("method") == self.method):
-            make_int8(fp32, int8, self._batcher(info), self.method)
+        if not self._fresh_int8(int8, info):
+            make_int8(fp32, int8, self._batcher(info), self.calibration, self.method)
             self.made.append({"peer": spec, "precision": "int8", "path": str(int8)})
         return int8
 
     def _fresh_fp32(self, spec: str, path: Path) -> bool:
+        """Made from exactly this spec: the same file (sha256) for a given .onnx or .pt, the same class count
+        for a model built from its yaml."""
+        if not path.is_file():
+            return False
+        return _info(path).extra.get("source") == source_record(spec, len(self.class_names))
+
+    def _fresh_int8(self, path: Path, fp32_info: ArtifactInfo) -> bool:
+        """Quantized from the current FP32 file with this calibration manifest and method."""
         if not path.is_file():
             return False
         info = _info(path)
-        if spec.endswith(".onnx"):
-            from cstf_edge.export.onnx_export import sha256_file
-
-            return info.source_sha256 == sha256_file(spec)
-        return spec in info.extra.get("origin", "") and info.imgsz == (self.imgsz, self.imgsz)
+        made = info.extra.get("calibration") or {}
+        return (info.source_sha256 == fp32_info.source_sha256 and made.get("method") == self.method
+                and Path(str(made.get("manifest"))).resolve() == Path(self.calibration).resolve())
 
     def _batcher(self, info: ArtifactInfo):
         from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest
 
-        if self.calibration is None:
-            raise PeerError("a peer's INT8 needs the calibration set cstf-n uses: pass --calib")
         paths = CalibrationManifest.load(self.calibration).image_paths(self.progress)
         return CalibrationBatcher(paths, info.preprocess)
 

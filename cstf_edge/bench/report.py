@@ -48,7 +48,7 @@ def _stage_columns() -> list[str]:
     return [f"{stage}_{stat}_ms" for stage in STAGES for stat in ("p50", "mean")]
 
 
-CSV_COLUMNS = ["variant", "backend", "precision", "batch", "device", "status", "reason", "map50_voc07",
+CSV_COLUMNS = ["variant", "peer", "backend", "precision", "batch", "device", "status", "reason", "map50_voc07",
                "map50_voc12", "map_drop_voc07", "map_drop_voc12", "detection_parity", "latency_p50_ms",
                "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "fps", "fps_p50", "megapixels_per_s",
                "speedup_vs_reference", "speedup_vs_reference_mean", *_stage_columns(), "peak_rss_mb",
@@ -57,8 +57,9 @@ CSV_COLUMNS = ["variant", "backend", "precision", "batch", "device", "status", "
 
 def csv_row(row: dict) -> dict:
     speed, acc, memory = row["speed"], row["accuracy"], row["memory"]
-    line = {"variant": row["variant"], "backend": row["backend"], "precision": row["precision"],
-            "batch": row["batch"], "device": row["device"], "status": "ok", "reason": "",
+    line = {"variant": row["variant"], "peer": row.get("peer", ""), "backend": row["backend"],
+            "precision": row["precision"], "batch": row["batch"], "device": row["device"], "status": "ok",
+            "reason": acc.get("note", ""),
             "map50_voc07": acc["map50_voc07"], "map50_voc12": acc["map50_voc12"],
             "map_drop_voc07": row.get("map_drop_voc07"), "map_drop_voc12": row.get("map_drop_voc12"),
             "detection_parity": (row.get("parity") or {}).get("detection_parity"),

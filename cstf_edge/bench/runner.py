@@ -59,13 +59,6 @@ def load_data(options: BenchOptions) -> tuple[list, dict]:
     return labels, {**description, "images": len(labels), "given": str(options.data)}
 
 
-SETTLE_NOTE = (
-    "ONNX Runtime's worker threads (and OpenMP's, under PyTorch) keep spinning for tens of milliseconds after a "
-    "run; in turns with no pause they took the cores from the next variant and made every variant 25-50 % "
-    "slower than alone (INT8 the most). Interleaved rounds therefore idle --settle seconds (default 0.1) before "
-    "each timed iteration, which gives the times each variant has alone.")
-
-
 class BenchRun:
     """State of one run: the artifacts, the accuracy already measured, the reference's detections."""
 
@@ -114,8 +107,8 @@ class BenchRun:
             for _ in tqdm(range(self.options.iters), desc=f"timed rounds of {len(prepared)} variants", unit="round",
                           disable=not self.options.progress or not prepared):
                 for item in prepared:
-                    if len(prepared) > 1:
-                        time.sleep(self.options.settle)  # SETTLE_NOTE
+                    if len(prepared) > 1:  # let the previous variant's spinning worker threads go idle
+                        time.sleep(self.options.settle)
                     item.loop.step()
             self.rows += [item.finish() for item in prepared]
 
@@ -235,7 +228,7 @@ class BenchRun:
                          "parity_match_iou": MATCH_IOU, "warmup": self.options.warmup,
                          "iters": self.options.iters,
                          "schedule": "interleaved" if self.options.interleave else "sequential",
-                         "settle_s": self.options.settle if self.options.interleave else 0.0,
+                         "settle_s": self.options.settle if self.options.interleave and len(self.rows) > 1 else 0.0,
                          "calibration": _calibration(self.options)},
             "environment": env, "reference": self.rows[0]["reference"] if self.rows else None,
             "rows": self.rows, "unavailable": self.unavailable,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from cstf_edge.bench import peers
@@ -40,8 +40,7 @@ def all_variants(options: BenchOptions) -> list[Variant]:
     """Every requested combination; the PyTorch FP32 reference first, then in the order asked, then the peers
     (ONNX Runtime, FP32 and INT8 as asked, batch 1: they are exported with a static batch)."""
     variants = [Variant(b, p, n) for b in options.backends for p in options.precisions for n in options.batches]
-    variants += [Variant("onnxruntime", p, 1, spec) for spec in options.peers for p in options.precisions
-                 if p in peers.PEER_PRECISIONS]
+    variants += [Variant("onnxruntime", p, 1, spec) for spec in options.peers for p in options.precisions]
     return sorted(variants, key=lambda v: (v.backend != "torch" or v.precision != "fp32",))
 
 
@@ -107,6 +106,8 @@ def _tensorrt_reason(device: str) -> str | None:
 def unavailable_reason(variant: Variant, options: BenchOptions) -> str | None:
     """Why ``variant`` cannot run on this machine with these options, or None when it can."""
     if variant.peer:
+        if variant.precision not in peers.PEER_PRECISIONS:
+            return f"peers are run at {' and '.join(peers.PEER_PRECISIONS)} (their own FP32 export, INT8 made here)"
         if variant.precision == "int8" and options.calibration() is None:
             return "a peer's INT8 is calibrated on cstf-n's calibration set and none was found: pass --calib"
         return _onnxruntime_reason(options.device) or peers.unavailable(variant.peer)
@@ -142,9 +143,13 @@ class Artifacts:
                                          options.calib_method, options.progress)
 
     def _class_names(self) -> list[str]:
+        return list(self._meta.get("class_names", []))
+
+    @cached_property
+    def _meta(self) -> dict:
         from cstf_edge.runtime.backends.torch.runner import weights_meta
 
-        return list(weights_meta(self.weights).get("class_names", []))
+        return weights_meta(self.weights)
 
     def name(self, target: str) -> str:
         stem = f"{self._model()}-{self.options.imgsz}"
@@ -152,9 +157,7 @@ class Artifacts:
         return stem + ("-trt" if target == "tensorrt" else "")
 
     def _model(self) -> str:
-        from cstf_edge.runtime.backends.torch.runner import weights_meta
-
-        return weights_meta(self.weights).get("model", "model")
+        return self._meta.get("model", "model")
 
     def path(self, variant: Variant) -> Path:
         if variant.peer:

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cstf_edge.bench.options import BenchOptions
+
     parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n SynthRS weights)")
     parser.add_argument("--data", required=True, help="labelled folder (DOTA/HRSC2016) or SynthRS manifest .toml")
     parser.add_argument("--backends", default="torch,onnxruntime,tensorrt",
@@ -66,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequential", action="store_true",
                         help="time each variant alone, one after the other (default: all loaded, timed in turns, "
                         "so load from other processes hits every variant alike)")
-    parser.add_argument("--settle", type=float, default=0.1,
+    parser.add_argument("--settle", type=float, default=BenchOptions.settle,
                         help="idle seconds before each timed iteration in turns, so the previous variant's spinning "
-                        "worker threads do not slow the next (default 0.1)")
+                        f"worker threads do not slow the next (default {BenchOptions.settle})")
     parser.add_argument("--json", action="store_true", help="print report.json")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 

@@ -21,16 +21,19 @@ def is_decode(name: str) -> bool:
     return not name.startswith(MODULE_SCOPES)
 
 
+def _always_float(node) -> bool:
+    """The decode, and the correspondence's non-convolutions."""
+    return is_decode(node.name) or (node.name.startswith(CORRESPONDENCE_SCOPES) and node.op_type != "Conv")
+
+
 def fp16_float_nodes(graph) -> list[str]:
     """Nodes an FP16 export keeps in FP32."""
-    return [n.name for n in graph.node
-            if is_decode(n.name) or (n.name.startswith(CORRESPONDENCE_SCOPES) and n.op_type != "Conv")]
+    return [n.name for n in graph.node if _always_float(n)]
 
 
 def int8_float_nodes(graph) -> list[str]:
-    """Nodes an INT8 export never quantizes."""
-    return [n.name for n in graph.node
-            if is_decode(n.name) or "_out/" in n.name or (n.name.startswith(CORRESPONDENCE_SCOPES) and n.op_type != "Conv")]
+    """Nodes an INT8 export never quantizes: those FP16 keeps, and the head's output convolutions."""
+    return [n.name for n in graph.node if _always_float(n) or "_out/" in n.name]
 
 
 def node_group(name: str) -> str:

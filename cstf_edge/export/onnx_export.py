@@ -20,8 +20,9 @@ from cstf_edge.runtime.preprocess import PreprocessSpec
 log = logging.getLogger(__name__)
 
 # Bumped whenever the exported graph changes for the same weights (numbers or speed), so tools that reuse
-# artifacts (cstf-edge bench) remake older ones: 2 = entropy as log Z - E[s], CSP input halves as two convolutions.
-EXPORT_REVISION = 2
+# artifacts (cstf-edge bench) remake older ones: 2 = entropy as log Z - E[s], CSP input halves as two convolutions;
+# 3 = that entropy clamped at 0.
+EXPORT_REVISION = 3
 
 
 def sha256_file(path: str | Path) -> str:

@@ -96,12 +96,13 @@ class Correspondence(nn.Module):
         """SoftMax maximum and normalised entropy per head, ``[B, 2 * heads, Hq, Wq]``.
 
         The entropy is ``-sum p log p = log Z - E_p[s]`` for logits ``s`` and partition ``Z``, with
-        ``log Z = max s - log(max p)`` (as ``max p = exp(max s) / Z``): the same number as the textbook sum,
-        without a log or a product over the ``Nq x (Nk + 1)`` matrix (a third of the INT8 model's CPU time
-        went there). ``max p >= 1 / (Nk + 1)``, so its log is safe in any precision.
+        ``log Z = max s - log(max p)`` (as ``max p = exp(max s) / Z``): no log over the ``Nq x (Nk + 1)``
+        matrix (``E_p[s]`` is still one product and sum over it). The same value up to rounding: a near
+        one-hot row can come out a few 1e-5 below zero, hence the clamp. ``max p >= 1 / (Nk + 1)``, so its log
+        is safe in any precision.
         """
         peak = prob.amax(dim=-1)  # [B, h, Nq]
-        entropy = logits.amax(dim=-1) - torch.log(peak) - expected_logit
+        entropy = (logits.amax(dim=-1) - torch.log(peak) - expected_logit).clamp_min(0.0)
         # log(K + 1) from the (small) keypoint map, so a dynamic-shape export stays right.
         bins = torch.ones_like(ref_keypoints.flatten(1)).sum(dim=1) + 1.0  # [B]
         entropy = entropy / torch.log(bins).view(-1, 1, 1)
