@@ -21,7 +21,7 @@ examples:
       --precisions fp32,int8 --batch 1,4 --out runs/bench-dota
   cstf-edge bench --data data/val --device cuda:0 --backends torch,tensorrt --precisions fp16,int8 --json
       a GPU machine: PyTorch FP16 (timed by CUDA events) and TensorRT engines built here
-  cstf-edge bench --data calibration/synthrs-val.toml --backends torch,onnxruntime --precisions fp32,int8 \
+  cstf-edge bench --data calibration/synthrs-val.toml --backends torch,onnxruntime --precisions fp32,int8 \\
       --peers yolov8n-obb.onnx
       beside cstf-n, YOLOv8n-obb (exported by Ultralytics) at FP32 and INT8 through the same runtime path
   python benchmarks/run.py ...      the same command as a script
