@@ -3,11 +3,13 @@
 Runs the FP32, FP16 and INT8 ONNX of one export (``python -m cstf_edge.export --profile
 export/cpu-int8.toml`` writes them to ``artifacts/cpu-int8``) in interleaved rounds, so that load from other
 processes hits every variant alike, with ``--settle`` seconds idle before each run (ONNX Runtime's worker threads
-spin for tens of milliseconds after a run and, with no pause, slow the next session by 25-50 %), and reports the median and p90 latency of the network alone
+spin for tens of milliseconds after a run and, with no pause, slow the next session by 25-50 %), and reports
+the median and p90 latency of the network alone
 (``session.run``; pre/post-processing are measured by ``cstf-edge bench``) and the ratio to FP32. The issue's
 target: INT8 at least 2x faster than FP32 at 1024 x 1024.
 
-    python benchmarks/bench_export_speed.py [--dir artifacts/cpu-int8] [--rounds 20] [--settle 0.1] [--threads N] [--json]
+    python benchmarks/bench_export_speed.py [--dir artifacts/cpu-int8] [--rounds 20] [--settle 0.1] [--threads N]
+                                            [--json]
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def sessions(folder: Path, threads: int | None) -> dict[str, ort.InferenceSessio
     return found
 
 
-def measure(runs: dict[str, ort.InferenceSession], rounds: int, settle: float, warmup: int = 3) -> dict[str, list[float]]:
+def measure(runs: dict[str, ort.InferenceSession], rounds: int, settle: float,
+            warmup: int = 3) -> dict[str, list[float]]:
     shape = [d if isinstance(d, int) else 1 for d in runs["fp32"].get_inputs()[0].shape]
     feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
     for session in runs.values():
@@ -68,7 +71,8 @@ def main() -> None:
     rows = {name: {"median_ms": round(float(np.median(t)), 2), "p90_ms": round(float(np.percentile(t, 90)), 2),
                    "speedup_vs_fp32": round(base / float(np.median(t)), 2)} for name, t in times.items()}
     shape = runs["fp32"].get_inputs()[0].shape
-    report = {"input": shape, "rounds": args.rounds, "settle_s": args.settle, "cpu_count": os.cpu_count(), "onnxruntime": ort.__version__,
+    report = {"input": shape, "rounds": args.rounds, "settle_s": args.settle, "cpu_count": os.cpu_count(),
+              "onnxruntime": ort.__version__,
               "variants": rows, "target_int8_speedup": TARGET_INT8_SPEEDUP,
               "target_met": rows.get("int8", {}).get("speedup_vs_fp32", 0.0) >= TARGET_INT8_SPEEDUP}
     if args.json:

@@ -158,6 +158,7 @@ def test_bench_runs_peers_beside_cstf_n(tmp_path, monkeypatch):
     tiny = rows["tinyobb-onnxruntime-int8-b1"]
     assert tiny["accuracy"]["map50_voc07"] is not None and tiny["map_drop_voc07"] is not None
     assert tiny["parity"] is None and tiny["speedup_vs_reference"] > 0 and "UltralyticsObbRunner" in tiny["how"]
+    assert "calib.toml, minmax" in tiny["how"]
     assert tiny["speed"]["stages_ms"]["infer"]["n"] == 2
     coco = rows["coco80-onnxruntime-fp32-b1"]
     assert coco["accuracy"]["map50_voc07"] is None and "not those of the model" in coco["accuracy"]["note"]

@@ -208,8 +208,9 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
                     fingerprint(batcher.paths), method, "onnxruntime")
     staging = out.with_name(f".{out.name}.staging")
     try:
-        quantize(fp32, staging, batcher=batcher, method=method, cache_path=cache_dir() / "calibration" /
-                 f"peer-{fp32.stem}-{key}.json", exclude=float_nodes(onnx.load(str(fp32), load_external_data=False).graph))
+        graph = onnx.load(str(fp32), load_external_data=False).graph
+        quantize(fp32, staging, batcher=batcher, method=method, exclude=float_nodes(graph),
+                 cache_path=cache_dir() / "calibration" / f"peer-{fp32.stem}-{key}.json")
         finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
                                                          "cache_key": key}})
     except CstfError:
@@ -323,8 +324,10 @@ def describe(spec: str, precision: str, info: ArtifactInfo, device: str) -> str:
     import onnxruntime
 
     made = info.extra.get("origin", spec)
-    quant = (f"; INT8 by the same ONNX Runtime static quantizer and calibration set as cstf-n ({info.extra.get('method')}),"
-             " head output convolutions and decode FP32") if precision == "int8" else ""
+    calibration = info.extra.get("calibration") or {}
+    quant = (f"; INT8 by the same ONNX Runtime static quantizer and calibration set as cstf-n "
+             f"({calibration.get('manifest')}, {calibration.get('method')}), head output convolutions and decode "
+             "FP32") if precision == "int8" else ""
     return (f"Ultralytics {info.extra.get('ultralytics_version', '')} OBB ONNX ({made}), ONNX Runtime "
             f"{onnxruntime.__version__} on {device}, UltralyticsObbRunner in the project's Detector (same letterbox, "
             f"thresholds, rotated NMS; output re-laid out inside infer){quant}")
