@@ -23,7 +23,6 @@ How a peer is run, exactly (also written into each row's ``how``):
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import re
 import shutil
@@ -199,18 +198,15 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
     metadata records the calibration as cstf-n's does (``extra["calibration"]``)."""
     import onnx
 
-    from cstf_edge.export.calibration import cache_dir, cache_key, fingerprint
-    from cstf_edge.export.onnx_export import sha256_file
+    from cstf_edge.export.calibration import calibration_cache
     from cstf_edge.export.quantize_ort import finish_int8, quantize
 
     info = _info(fp32)
-    key = cache_key(sha256_file(fp32), json.dumps(info.preprocess.to_metadata(), sort_keys=True),
-                    fingerprint(batcher.paths), method, "onnxruntime")
+    key, cache = calibration_cache(f"peer-{fp32.stem}", fp32, info.preprocess, batcher.paths, method, "onnxruntime")
     staging = out.with_name(f".{out.name}.staging")
     try:
         graph = onnx.load(str(fp32), load_external_data=False).graph
-        quantize(fp32, staging, batcher=batcher, method=method, exclude=float_nodes(graph),
-                 cache_path=cache_dir() / "calibration" / f"peer-{fp32.stem}-{key}.json")
+        quantize(fp32, staging, batcher=batcher, method=method, exclude=float_nodes(graph), cache_path=cache)
         finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
                                                          "cache_key": key}})
     except CstfError:
@@ -272,11 +268,12 @@ class PeerArtifacts:
 
     def ensure(self, spec: str, precision: str) -> Path:
         fp32 = self.path(spec, "fp32")
-        if not self._fresh_fp32(spec, fp32):
+        info = self._fresh_fp32(spec, fp32)
+        if info is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             make_fp32(spec, self.imgsz, self.class_names, fp32)
             self.made.append({"peer": spec, "precision": "fp32", "path": str(fp32)})
-        info = _info(fp32)
+            info = _info(fp32)
         if info.imgsz != (self.imgsz, self.imgsz):
             raise PeerError(f"--peers {spec}: exported at {info.imgsz[0]} px, the bench runs at {self.imgsz}; "
                             f"export it again with imgsz={self.imgsz}")
@@ -290,21 +287,23 @@ class PeerArtifacts:
             self.made.append({"peer": spec, "precision": "int8", "path": str(int8)})
         return int8
 
-    def _fresh_fp32(self, spec: str, path: Path) -> bool:
-        """Made from exactly this spec: the same file (sha256) for a given .onnx or .pt, the same class count
-        for a model built from its yaml."""
+    def _fresh_fp32(self, spec: str, path: Path) -> ArtifactInfo | None:
+        """The metadata of ``path`` if it was made from exactly this spec (the same file, by sha256, for a given
+        .onnx or .pt; the same class count for a model built from its yaml), else None."""
         if not path.is_file():
-            return False
-        return _info(path).extra.get("source") == source_record(spec, len(self.class_names))
+            return None
+        info = _info(path)
+        return info if info.extra.get("source") == source_record(spec, len(self.class_names)) else None
 
     def _fresh_int8(self, path: Path, fp32_info: ArtifactInfo) -> bool:
         """Quantized from the current FP32 file with this calibration manifest and method."""
+        from cstf_edge.bench.variants import calibrated_with
+
         if not path.is_file():
             return False
         info = _info(path)
-        made = info.extra.get("calibration") or {}
-        return (info.source_sha256 == fp32_info.source_sha256 and made.get("method") == self.method
-                and Path(str(made.get("manifest"))).resolve() == Path(self.calibration).resolve())
+        return (info.source_sha256 == fp32_info.source_sha256
+                and calibrated_with(info.extra.get("calibration") or {}, self.calibration, self.method))
 
     def _batcher(self, info: ArtifactInfo):
         from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest

@@ -191,11 +191,7 @@ class Artifacts:
     def _same_calibration(self, info) -> bool:
         """An INT8 artifact counts only when calibrated on this run's manifest with this method."""
         made = info.extra.get("calibration") if info.precision == "int8" else None
-        if not made:
-            return True
-        calib = self.options.calibration()
-        return (calib is not None and made.get("method") == self.options.calib_method
-                and Path(str(made.get("manifest"))).resolve() == calib.resolve())
+        return not made or calibrated_with(made, self.options.calibration(), self.options.calib_method)
 
     def ensure(self, variant: Variant) -> Path:
         """The artifact of ``variant``, exported now when missing or stale (raises the export's error)."""
@@ -243,6 +239,12 @@ class Artifacts:
         summary = run_export(export_options, progress=self.options.progress)
         self.exports.append({"target": target, "precision": precision, "name": self.name(target),
                              "seconds": summary.get("seconds"), "passed_gates": summary.get("passed")})
+
+
+def calibrated_with(made: dict, calibration: Path | None, method: str) -> bool:
+    """Whether an artifact's calibration record (``extra["calibration"]``) names this manifest and method."""
+    return (calibration is not None and made.get("method") == method
+            and Path(str(made.get("manifest"))).resolve() == Path(calibration).resolve())
 
 
 def read_artifact_info(path: Path):

@@ -15,6 +15,7 @@ SynthRS scenes are generated once into the cache folder (``$CSTF_EDGE_CACHE`` or
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -162,3 +163,14 @@ def _read(path: Path) -> np.ndarray:
 def cache_key(*parts: str) -> str:
     """A short hash of everything a calibration result depends on."""
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def calibration_cache(name: str, model: Path, spec: PreprocessSpec, paths: list[Path], method: str,
+                      target: str) -> tuple[str, Path]:
+    """The key of a calibration result and the file its ranges are cached in: a hash of the FP32 model's bytes,
+    the preprocessing, the calibration images, the method and the target."""
+    from cstf_edge.export.onnx_export import sha256_file
+
+    key = cache_key(sha256_file(model), json.dumps(spec.to_metadata(), sort_keys=True), fingerprint(paths), method,
+                    target)
+    return key, cache_dir() / "calibration" / f"{name}-{key}.json"

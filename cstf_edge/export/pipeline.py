@@ -21,7 +21,7 @@ import numpy as np
 from cstf_edge import __version__
 from cstf_edge._io import atomic_write_text
 from cstf_edge.export import accuracy, sensitivity
-from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest, cache_dir, cache_key, fingerprint
+from cstf_edge.export.calibration import CalibrationBatcher, CalibrationManifest, calibration_cache
 from cstf_edge.export.fp16 import convert_fp16
 from cstf_edge.export.graph_policy import int8_float_nodes
 from cstf_edge.export.onnx_export import export_onnx, load_checkpoint, sha256_file
@@ -100,9 +100,8 @@ class ExportRun:
         manifest = CalibrationManifest.load(self.options.calib)
         paths = manifest.image_paths(self.progress)
         batcher = CalibrationBatcher(paths, self.spec)
-        key = cache_key(sha256_file(self.path("fp32")), json.dumps(self.spec.to_metadata(), sort_keys=True),
-                        fingerprint(paths), self.options.calib_method, self.options.target)
-        cache = cache_dir() / "calibration" / f"{self.name}-{key}.json"
+        key, cache = calibration_cache(self.name, self.path("fp32"), self.spec, paths, self.options.calib_method,
+                                       self.options.target)
         log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
                  self.options.calib_method, cache, "reused" if cache.is_file() else "new")
         graph = _load_graph(self.path("fp32"))

@@ -72,13 +72,11 @@ class Correspondence(nn.Module):
         v = self._split_heads(self.v_proj(ref)).transpose(2, 3)  # [B, h, Nk, d]
         kp = ref_keypoints.flatten(1).unsqueeze(1).unsqueeze(1)  # [B, 1, 1, Nk]
         no_match = self.no_match(query).flatten(2).unsqueeze(-1)  # [B, h, Nq, 1]
-        q_aug, k_aug = self._augmented(q, k, kp, no_match)
-        logits = torch.matmul(q_aug, k_aug)  # [B, h, Nq, Nk + 1]
+        logits = torch.matmul(*self._augmented(q, k, kp, no_match))  # [B, h, Nq, Nk + 1]
         prob = torch.softmax(logits, dim=-1)
         context = torch.matmul(prob, torch.cat([v, torch.zeros_like(v[:, :, :1])], dim=2))  # no-match: no value
-        expected_logit = (prob * logits).sum(dim=-1)  # E_p[s], for the entropy (see _confidence)
         context = context.transpose(2, 3).reshape(query.shape[0], -1, query.shape[2], query.shape[3])
-        return context, self._confidence(prob, logits, expected_logit, ref_keypoints, query)
+        return context, self._confidence(prob, logits, ref_keypoints, query)
 
     def _augmented(self, q, k, kp, no_match) -> tuple[torch.Tensor, torch.Tensor]:
         """Query/reference matrices whose product is every logit at once:
@@ -92,7 +90,7 @@ class Correspondence(nn.Module):
         bin_column = torch.cat([torch.zeros_like(k[..., :1]), torch.zeros_like(one), one], dim=2)  # [B, h, d + 2, 1]
         return q_aug, torch.cat([k_aug, bin_column], dim=-1)
 
-    def _confidence(self, prob, logits, expected_logit, ref_keypoints, query) -> torch.Tensor:
+    def _confidence(self, prob, logits, ref_keypoints, query) -> torch.Tensor:
         """SoftMax maximum and normalised entropy per head, ``[B, 2 * heads, Hq, Wq]``.
 
         The entropy is ``-sum p log p = log Z - E_p[s]`` for logits ``s`` and partition ``Z``, with
@@ -102,6 +100,7 @@ class Correspondence(nn.Module):
         is safe in any precision.
         """
         peak = prob.amax(dim=-1)  # [B, h, Nq]
+        expected_logit = (prob * logits).sum(dim=-1)  # E_p[s]
         entropy = (logits.amax(dim=-1) - torch.log(peak) - expected_logit).clamp_min(0.0)
         # log(K + 1) from the (small) keypoint map, so a dynamic-shape export stays right.
         bins = torch.ones_like(ref_keypoints.flatten(1)).sum(dim=1) + 1.0  # [B]
