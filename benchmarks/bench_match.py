@@ -2,9 +2,10 @@
 the OpenCV baselines, measured in one run.
 
 For each variant, the median wall time of a whole pair after warm-up: preprocessing, inference, mapping
-back, turn selection and the robust affine fit (what ``eval-match`` times), and for CSTF also the
-inference alone. CSTF runs with 1, 2 and 4 query turns tried (4 is the default: any rotation). The target
-is under 0.5 s per 512 x 512 pair through ONNX Runtime.
+back, turn selection, the realigned pass, the dense refinement and the robust affine fit (what
+``eval-match`` times), and for CSTF also the inference alone. CSTF runs with 1, 2 and 4 query turns tried
+(4 is the default: any rotation), and ``cstf-net`` (4 turns, no dense refinement) shows what the
+refinement costs. The target is under 0.5 s per 512 x 512 pair through ONNX Runtime.
 
     python benchmarks/bench_match.py [--model artifacts/cstf-matcher-512.onnx] [--repeat 9] [--threads 2] [--json]
 
@@ -52,15 +53,15 @@ def run(model: Path, repeat: int, threads: int | None) -> dict:
     pair = make_pair(5, 0, 512, modalities=("optical", "sar"))
     reference, query = to_bgr(pair.reference), to_bgr(pair.query)
     rows = {}
-    for rotations in (1, 2, 4):
+    for name, rotations in (("cstf", 1), ("cstf", 2), ("cstf", 4), ("cstf-net", 4)):
         options = {"threads": threads} if threads else {}
-        with make_matcher("cstf", str(model), "cpu", rotations=rotations, **options) as matcher:
+        with make_matcher(name, str(model), "cpu", rotations=rotations, **options) as matcher:
             seconds = _pair_seconds(matcher, reference, query, repeat)
             spec = matcher.runner.info.preprocess
             feed = {"reference": to_tensor(letterbox(reference, spec)[0][None], spec),
                     "query": to_tensor(np.stack([letterbox(query, spec)[0]] * rotations), spec)}
             infer = _median_seconds(lambda: matcher.runner.infer(feed), repeat)
-        rows[f"cstf-onnxruntime-{rotations}turn"] = {"seconds_per_pair": seconds, "inference_seconds": infer}
+        rows[f"{name}-onnxruntime-{rotations}turn"] = {"seconds_per_pair": seconds, "inference_seconds": infer}
     for name in ("sift", "orb"):
         rows[name] = {"seconds_per_pair": _pair_seconds(make_matcher(name), reference, query, repeat)}
     return {"pair": "SynthRS optical/SAR, seed 5 pair 0, 512 x 512", "target_seconds": TARGET_S,

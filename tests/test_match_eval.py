@@ -145,9 +145,10 @@ def test_cli_on_synthrs_pairs(synth_pairs, tmp_path, capsys):
     assert main(["eval-match", str(synth_pairs), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "synthrs:optical-sar" in table and "overall" in table
-    assert "CSTF" in table and "SIFT" in table and "ORB" in table  # the default: shipped matcher + baselines
+    # the default: the shipped matcher with and without the dense refinement, and both baselines
+    assert "CSTF:" in table and "CSTF-NET:" in table and "SIFT" in table and "ORB" in table
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert len(report["pairs"]) == 6 and (tmp_path / "r" / "report.md").is_file()
+    assert len(report["pairs"]) == 8 and (tmp_path / "r" / "report.md").is_file()
     assert main(["eval-match", str(synth_pairs), "--methods", "sift", "--transform", "similarity", "--json",
                  "--no-progress"]) == 0
     assert set(json.loads(capsys.readouterr().out)["overall"]) == {"sift"}

@@ -159,7 +159,7 @@ def test_runtime_matcher_onnx_equals_torch_and_maps_points_back(matcher_files):
     reference, query = _texture(200, 3), rotate90(_texture(200, 3)[20:180, 10:190], 1)
     results = []
     for model, options in ((onnx_path, {}), (weights, {"imgsz": SIZE})):
-        with CSTFMatch(model, min_confidence=0.0, **options) as matcher:
+        with CSTFMatch(model, min_confidence=0.0, refine=False, **options) as matcher:
             results.append((matcher.match(reference, query), matcher.last_turn))
     (a, turn_a), (b, turn_b) = results
     assert turn_a == turn_b and len(a) == len(b) > 0

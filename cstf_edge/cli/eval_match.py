@@ -31,9 +31,10 @@ points to pairN_2, 1-based MATLAB pixel coordinates; a modality folder itself al
 written with `cstf-edge synth ... --pairs N` (pairs/transforms/<id>.txt).
 Metrics per modality: success rate (estimated transform within 3 px RMSE of the GT on a 10 x 10 grid over
 the query), mean correct matches (GT reprojection error < 3 px), correct-match ratio, RMSE of correct
-matches, seconds per pair (matching + estimation). CSTF: mutual dual-softmax matches with confidence >= 0.2,
-query tried in 4 quarter turns. SIFT/ORB: ratio test 0.8, no cross-check. Estimator:
-OpenCV USAC_MAGSAC, 3 px, at least 8 inliers or the pair fails.
+matches, seconds per pair (matching + estimation). CSTF: mutual dual-softmax matches with confidence >= 0.02,
+query tried in 4 quarter turns, one realigned pass, then the dense refinement's correspondences where it
+is trusted; CSTF-NET: the network's matches alone (no dense refinement). SIFT/ORB: ratio test 0.8, no
+cross-check. Estimator: OpenCV USAC_MAGSAC, 3 px, at least 8 inliers or the pair fails.
 """
 
 
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="folder of pairs (SRIF layout or SynthRS --pairs)")
-    parser.add_argument("--methods", default="cstf,sift,orb",
+    parser.add_argument("--methods", default="cstf,cstf-net,sift,orb",
                         help=f"comma list of {', '.join(MATCHERS)} (default all)")
     parser.add_argument("--model", help="CSTF matcher weights or .onnx (default: the shipped matcher weights)")
     parser.add_argument("--device", default="cpu", help="device of the CSTF matcher (default cpu)")
@@ -98,7 +99,8 @@ def _markdown(report: dict, methods: list[str], args) -> str:
 
 
 def _evaluate(pairs: list[MatchPair], methods: list[str], args) -> list[PairResult]:
-    matchers = [make_matcher(m, args.model, args.device) if m == "cstf" else make_matcher(m) for m in methods]
+    matchers = [make_matcher(m, args.model, args.device) if m.startswith("cstf") else make_matcher(m)
+                for m in methods]
     results = []
     with contextlib.ExitStack() as stack:
         for matcher in matchers:

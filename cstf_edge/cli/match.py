@@ -26,8 +26,10 @@ _EXAMPLES = """examples:
 Exit code 0 when a transform was found and trusted, 1 when not (too few matches or inliers, or a
 degenerate matrix: then no transform.txt is written and the JSON's "transform" is null, with a "reason"),
 2 for bad input. The transform maps reference pixels to query pixels (x = column, y = row, OpenCV pixel
-centres). The query may be turned by any angle: the matcher tries it in four quarter turns, then matches
-twice more with the query resampled onto the reference by the transform found so far.
+centres). The query may be turned by any angle: the matcher tries it in four quarter turns, matches once
+more with the query resampled onto the reference by the transform found so far, then refines that
+transform by dense template matching of orientation channels (--no-refine: the network's matches alone).
+With the refinement, matches.csv holds its correspondences (confidence: the correlation peak's margin).
 """
 
 
@@ -48,7 +50,9 @@ def register(subparsers) -> None:
                         help=f"dual-softmax threshold (default {MIN_CONFIDENCE})")
     parser.add_argument("--rotations", type=int, choices=(1, 2, 4), default=4,
                         help="query quarter turns tried: 4 for any rotation (default), 1 when roughly upright")
-    parser.add_argument("--passes", type=int, default=3, help="matching passes, realigned after the first (default 3)")
+    parser.add_argument("--passes", type=int, default=2, help="matching passes, realigned after the first (default 2)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="skip the dense refinement: write and fit the network's matches")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", help="folder for the matches, transform and pictures")
     parser.add_argument("--json", action="store_true", help="print {num_matches, num_inliers, transform, seconds}")
@@ -59,7 +63,8 @@ def _matcher(args):
     if args.method != "cstf":
         return make_matcher(args.method)
     return make_matcher("cstf", args.model, args.device, max_keypoints=args.max_keypoints,
-                        min_confidence=args.min_confidence, rotations=args.rotations, passes=args.passes)
+                        min_confidence=args.min_confidence, rotations=args.rotations, passes=args.passes,
+                        refine=not args.no_refine)
 
 
 def run(args) -> int:
@@ -72,7 +77,8 @@ def run(args) -> int:
         matches = matcher.match(reference, query)
         estimate = estimate_transform(matches.ref_xy, matches.qry_xy, args.transform)
         seconds = time.perf_counter() - start
-    result = summary(matches, estimate, seconds, getattr(matcher, "last_turn", None))
+    result = summary(matches, estimate, seconds, getattr(matcher, "last_turn", None),
+                     getattr(matcher, "last_refined", None))
     if args.out:
         for path in write_outputs(Path(args.out), reference, query, matches, estimate, result):
             log.info("wrote %s", path)

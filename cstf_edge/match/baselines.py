@@ -16,7 +16,7 @@ import numpy as np
 from cstf_edge.errors import CstfError
 
 RATIO = 0.8
-MATCHERS = ("cstf", "sift", "orb")
+MATCHERS = ("cstf", "cstf-net", "sift", "orb")  # cstf-net: the network's matches, no dense refinement
 
 
 @dataclass
@@ -92,10 +92,12 @@ class OpenCVMatcher:
 
 def make_matcher(name: str, model: str | None = None, device: str = "cpu", **options) -> Matcher:
     """The matcher called ``name``: ``cstf`` (``model``: a matcher artifact, default the shipped weights;
-    ``options`` go to :class:`cstf_edge.match.cstf.CSTFMatch`), ``sift`` or ``orb``."""
-    if name == "cstf":
+    ``options`` go to :class:`cstf_edge.match.cstf.CSTFMatch`), ``cstf-net`` (the same without the dense
+    refinement), ``sift`` or ``orb``."""
+    if name in ("cstf", "cstf-net"):
         from cstf_edge.match.cstf import CSTFMatch
 
+        options["refine"] = name == "cstf" and options.get("refine", True)
         return CSTFMatch(model, device, **options)
     if name not in MATCHERS:
         raise CstfError(f"unknown matcher {name!r}; choose from {', '.join(MATCHERS)}")

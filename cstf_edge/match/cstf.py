@@ -15,6 +15,10 @@ no turn: the network is at its most precise on nearly aligned pairs, and the ref
 centred on the answer. A pass's matches are mapped back through the transform it was aligned with and
 kept when an affine fit at 3 px explains more of them than the previous pass's; that fit aligns the next
 pass. Passes stop at the first that does not improve.
+
+Dense refinement (``refine=True``, the default): the affine fit of the best pass is refined by dense
+template matching of modality-robust orientation channels (:mod:`cstf_edge.match.refine`); its
+correspondences replace the network's when it can be trusted (``last_refined`` says whether it was).
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ import cv2
 import numpy as np
 
 from cstf_edge.errors import CstfError
-from cstf_edge.match.baselines import Matches
+from cstf_edge.match.baselines import Matches, to_gray
 from cstf_edge.match.estimate import Estimate, estimate_transform
+from cstf_edge.match.refine import refine_registration
 from cstf_edge.match.rot90 import rot90_matrix, rotate90
 from cstf_edge.runtime.backends import open_runner
 from cstf_edge.runtime.preprocess import letterbox, to_tensor
@@ -59,15 +64,14 @@ def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 class CSTFMatch:
-    """``CSTFMatch(model, device, rotations, min_confidence, max_keypoints, passes)``; a context manager
-    (the model is loaded on enter, or on the first :meth:`match`). ``runner_options`` go to the backend
-    (``threads`` for ONNX Runtime, ``imgsz`` for weights run through PyTorch)."""
-
-    name = "cstf"
+    """``CSTFMatch(model, device, rotations, min_confidence, max_keypoints, passes, refine)``; a context
+    manager (the model is loaded on enter, or on the first :meth:`match`). ``runner_options`` go to the
+    backend (``threads`` for ONNX Runtime, ``imgsz`` for weights run through PyTorch). Its ``name`` is
+    ``cstf``, or ``cstf-net`` without the dense refinement (the network's matches alone)."""
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu", rotations: int = 4,
-                 min_confidence: float = MIN_CONFIDENCE, max_keypoints: int | None = None, passes: int = 3,
-                 **runner_options):
+                 min_confidence: float = MIN_CONFIDENCE, max_keypoints: int | None = None, passes: int = 2,
+                 refine: bool = True, **runner_options):
         if rotations not in (1, 2, 4):
             raise CstfError(f"rotations must be 1, 2 or 4 (quarter turns tried), got {rotations}")
         path = Path(model) if model else SHIPPED_MATCHER
@@ -81,7 +85,9 @@ class CSTFMatch:
         if passes < 1:
             raise CstfError(f"passes must be at least 1, got {passes}")
         self.passes = passes
-        self.last_turn, self.last_pass = 0, 1
+        self.refine = refine
+        self.name = "cstf" if refine else "cstf-net"
+        self.last_turn, self.last_pass, self.last_refined = 0, 1, False
 
     def __enter__(self) -> "CSTFMatch":
         if not self.runner.active:
@@ -148,18 +154,25 @@ class CSTFMatch:
         return Matches(matches.ref_xy[on_query], qry_xy[on_query], matches.confidence[on_query])
 
     def match(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
-        """Correspondences of the best quarter turn, or of the best realigned pass (module docstring)."""
+        """The dense refinement's correspondences, or the network's of the best quarter turn or realigned
+        pass (module docstring)."""
         reference, ref_box = letterbox(reference_bgr, self.runner.info.preprocess)
         best, fit = self._search(reference, ref_box, query_bgr)
-        self.last_pass = 1
+        self.last_pass, self.last_refined = 1, False
         if not fit.ok:
             return best
         transform, best_fine = fit.transform, _fine_fit(best)
-        for number in range(2, self.passes + 1):
-            matches = self._realigned(reference, ref_box, query_bgr, transform)
-            fine = _fine_fit(matches)
-            if fine.num_inliers <= best_fine.num_inliers:
-                break
-            best, best_fine, self.last_pass = matches, fine, number
-            transform = fine.transform
+        grays = (to_gray(reference_bgr), to_gray(query_bgr)) if self.refine else None
+        for number in range(1, self.passes + 1):
+            if number > 1:
+                matches = self._realigned(reference, ref_box, query_bgr, transform)
+                fine = _fine_fit(matches)
+                if fine.num_inliers <= best_fine.num_inliers:
+                    break
+                best, best_fine, self.last_pass, transform = matches, fine, number, fine.transform
+            if grays is not None:
+                refined = refine_registration(*grays, best_fine.transform if best_fine.ok else transform)
+                if refined is not None:
+                    self.last_refined = True
+                    return refined
         return best

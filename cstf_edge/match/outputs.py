@@ -82,13 +82,17 @@ def checkerboard(reference: np.ndarray, warped: np.ndarray, squares: int = CHECK
     return out
 
 
-def summary(matches: Matches, estimate: Estimate, seconds: float, turn: int | None = None) -> dict:
-    """The ``--json`` object (``transform`` None when no transform is trusted, with ``reason``)."""
+def summary(matches: Matches, estimate: Estimate, seconds: float, turn: int | None = None,
+            refined: bool | None = None) -> dict:
+    """The ``--json`` object (``transform`` None when no transform is trusted, with ``reason``; for CSTF,
+    the query's quarter turns and whether the dense refinement's matches were used)."""
     result = {"num_matches": len(matches), "num_inliers": estimate.num_inliers,
               "transform": None if estimate.transform is None else np.round(estimate.transform, 9).tolist(),
               "seconds": round(seconds, 4)}
     if turn is not None:
         result["query_quarter_turns"] = turn
+    if refined is not None:
+        result["refined"] = refined
     if not estimate.ok:
         result["reason"] = estimate.reason
     return result
