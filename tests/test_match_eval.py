@@ -149,9 +149,23 @@ def test_cli_on_synthrs_pairs(synth_pairs, tmp_path, capsys):
     assert "CSTF:" in table and "CSTF-NET:" in table and "SIFT" in table and "ORB" in table
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert len(report["pairs"]) == 8 and (tmp_path / "r" / "report.md").is_file()
+    picture = cv2.imread(str(tmp_path / "r" / "success.png"))
+    assert picture is not None and picture.shape[1] >= 700  # the bars per modality and method
+    assert "success.png" in (tmp_path / "r" / "report.md").read_text()
     assert main(["eval-match", str(synth_pairs), "--methods", "sift", "--transform", "similarity", "--json",
                  "--no-progress"]) == 0
     assert set(json.loads(capsys.readouterr().out)["overall"]) == {"sift"}
+
+
+def test_success_picture_is_skipped_without_matplotlib(monkeypatch, caplog):
+    import sys
+
+    from cstf_edge.eval.match_plot import plot_success
+
+    report = aggregate([PairResult("p", "m", "sift", 10, 8, 0.8, 1.0, 8, 1.0, True, 0.1)])
+    assert plot_success(report, ["sift"], "t")[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    assert plot_success(report, ["sift"], "t") is None and "matplotlib is not installed" in caplog.text
 
 
 def test_cli_bad_folder_exits_2(tmp_path, caplog):

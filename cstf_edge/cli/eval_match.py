@@ -10,9 +10,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cstf_edge._io import atomic_write_text
+from cstf_edge._io import atomic_write_bytes, atomic_write_text
 from cstf_edge.errors import CstfError
 from cstf_edge.eval.match_metrics import TOLERANCE, PairResult, aggregate, evaluate_pair, result_dict
+from cstf_edge.eval.match_plot import plot_success
 from cstf_edge.match import MATCHERS, TRANSFORMS, MatchPair, make_matcher, read_pairs
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ _EXAMPLES = """examples:
       but not scored: its GT is known to be wrong)
   cstf-edge synth data/sarpairs --n 1 --size 512 --pairs 20 --pair-modalities optical,sar
   cstf-edge eval-match data/sarpairs ../shared/data/multimodal/srif_dataset/Nighttime --out runs/match
-      several folders in one run; runs/match/report.json and report.md hold every pair and the tables
+      several folders in one run; runs/match/report.json and report.md hold every pair and the tables,
+      success.png the success rate per modality and method
   cstf-edge eval-match data/sarpairs --methods sift --transform similarity --json
 
 Folders: the SRIF layout (<Modality>/pairN_1.jpg, pairN_2.jpg, gt_N.txt: a 2x3 affine taking pairN_1
@@ -54,7 +56,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="device of the CSTF matcher (default cpu)")
     parser.add_argument("--transform", choices=TRANSFORMS, default="affine",
                         help="transform the robust estimator fits (default affine)")
-    parser.add_argument("--out", help="write report.json and report.md to this folder")
+    parser.add_argument("--out", help="write report.json, report.md and success.png to this folder")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
@@ -93,9 +95,10 @@ def format_table(report: dict, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(report: dict, methods: list[str], args) -> str:
+def _markdown(report: dict, methods: list[str], args, picture: bool) -> str:
     return (f"# eval-match\n\nFolders: {', '.join(args.dirs)}  \nTransform: {args.transform}, tolerance "
-            f"{TOLERANCE:g} px\n\n```\n{format_table(report, methods)}\n```\n\nPer pair: report.json\n")
+            f"{TOLERANCE:g} px\n\n```\n{format_table(report, methods)}\n```\n\nPer pair: report.json\n"
+            + ("\n![success rate per modality and method](success.png)\n" if picture else ""))
 
 
 def _evaluate(pairs: list[MatchPair], methods: list[str], args) -> list[PairResult]:
@@ -121,8 +124,12 @@ def run(args) -> int:
         full = {**report, "transform": args.transform, "tolerance": TOLERANCE, "dirs": list(args.dirs),
                 "pairs": [result_dict(r) for r in results]}
         atomic_write_text(out / "report.json", json.dumps(_finite(full), indent=1, allow_nan=False) + "\n")
-        atomic_write_text(out / "report.md", _markdown(report, methods, args))
-        log.info("wrote %s and %s", out / "report.json", out / "report.md")
+        picture = plot_success(report, methods, f"{', '.join(Path(d).name for d in args.dirs)}: "
+                               f"{args.transform}, success = grid RMSE < {TOLERANCE:g} px")
+        if picture is not None:
+            atomic_write_bytes(out / "success.png", picture)
+        atomic_write_text(out / "report.md", _markdown(report, methods, args, picture is not None))
+        log.info("wrote report.json, report.md%s to %s", "" if picture is None else " and success.png", out)
     print(json.dumps(_finite(report), allow_nan=False) if args.json else format_table(report, methods))
     return 0
 

@@ -9,16 +9,18 @@ tokens whose mutual dual-softmax confidence reaches ``min_confidence``, mapped b
 are dropped. The turn kept is the one whose matches a robust similarity fit explains best (most inliers;
 ties: more matches).
 
-Realigned passes (``passes=3``, the default, runs up to two): when the first pass's similarity fit is
+Realigned passes (``passes=2``, the default, runs one): when the first pass's similarity fit is
 trusted (8 px tolerance), the query is resampled into the reference's frame by it and matched again with
 no turn: the network is at its most precise on nearly aligned pairs, and the refinement window is then
 centred on the answer. A pass's matches are mapped back through the transform it was aligned with and
 kept when an affine fit at 3 px explains more of them than the previous pass's; that fit aligns the next
 pass. Passes stop at the first that does not improve.
 
-Dense refinement (``refine=True``, the default): the affine fit of the best pass is refined by dense
-template matching of modality-robust orientation channels (:mod:`cstf_edge.match.refine`); its
-correspondences replace the network's when it can be trusted (``last_refined`` says whether it was).
+Dense refinement (``refine=True``, the default): after each kept pass, its affine fit (or the coarse
+similarity where there is none) is refined by dense template matching of modality-robust orientation
+channels (:mod:`cstf_edge.match.refine`). The first refinement that can be trusted ends the search and its
+correspondences are returned instead of the network's (``last_refined`` says whether they were); so a
+realigned pass runs only where the refinement of the first pass declined.
 """
 from __future__ import annotations
 
