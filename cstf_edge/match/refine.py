@@ -156,10 +156,10 @@ def _scaling(scale: float) -> np.ndarray:
 
 def _level_matches(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, level: Level) -> Matches:
     """One level: reference and query gray (full resolution), ``transform`` reference -> query."""
-    h, w = reference.shape
     to_level = _scaling(level.scale)
-    size = (int(round(w * level.scale)), int(round(h * level.scale)))
-    ref_level = reference if level.scale == 1 else cv2.resize(reference, size, interpolation=cv2.INTER_AREA)
+    ref_level = reference if level.scale == 1 else cv2.resize(reference, None, fx=level.scale, fy=level.scale,
+                                                              interpolation=cv2.INTER_AREA)  # exact factor
+    size = (ref_level.shape[1], ref_level.shape[0])
     level_to_query = transform @ np.linalg.inv(to_level)
     inverse = cv2.WARP_INVERSE_MAP
     aligned = cv2.warpPerspective(query, level_to_query, size, flags=cv2.INTER_LINEAR | inverse)
