@@ -11,7 +11,7 @@ import pytest
 from cstf_edge.cli import main
 from cstf_edge.eval.match_metrics import grid_rmse
 from cstf_edge.match import estimate_transform
-from cstf_edge.match.refine import BINS, refine_registration, orientation_channels
+from cstf_edge.match.refine import BINS, LEVELS, MAX_SIDE, orientation_channels, refine_registration
 
 
 def _scene(size: int = 320, seed: int = 0) -> np.ndarray:
@@ -74,11 +74,65 @@ def test_refinement_recovers_a_known_affine_across_a_modality_change():
     assert np.median(errors) < 0.3 and ((refined.confidence >= 0) & (refined.confidence <= 1)).all()
 
 
+def _fit_error(refined, truth, size) -> float:
+    fit = estimate_transform(refined.ref_xy, refined.qry_xy, "affine")
+    assert fit.ok
+    return grid_rmse(fit.transform, truth, size)
+
+
+def test_scores_are_zero_mean_ncc_over_all_channels():
+    from cstf_edge.match.refine import Level, _scores, _window_stats
+
+    rng = np.random.default_rng(0)
+    reference, aligned = (rng.random((40, 40, BINS)).astype(np.float32) for _ in range(2))
+    level, points = Level(1.0, 5, 3, 1), np.array([[20, 18], [12, 25]])
+    scores = _scores(reference, aligned, points, level, _window_stats(reference, 11))
+    for k, (x, y) in enumerate(points):
+        template = reference[y - 5:y + 6, x - 5:x + 6]
+        template = template - template.mean(axis=(0, 1))
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                window = aligned[y + dy - 5:y + dy + 6, x + dx - 5:x + dx + 6]
+                window = window - window.mean(axis=(0, 1))
+                ncc = (template * window).sum() / np.sqrt((template ** 2).sum() * (window ** 2).sum())
+                assert abs(scores[k, dy + 3, dx + 3] - ncc) < 1e-4
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: f"scale{level.scale}")
+def test_each_level_alone_measures_a_sub_pixel_shift(level):
+    """Sub-pixel peaks and the pixel-centre mapping of the reduced level: a shift of (0.4, -0.3) px is
+    found to 0.1 px by either level alone (without the parabola or with a half-pixel slip it is not)."""
+    reference = _scene(seed=2)
+    truth = _affine(0.0, 1.0, 0.4, -0.3)
+    query = cv2.warpAffine(reference, truth[:2], (320, 320), flags=cv2.INTER_CUBIC)
+    refined = refine_registration(reference, query, np.eye(3), levels=(level,))
+    assert refined is not None and _fit_error(refined, truth, (320, 320)) < 0.1
+
+
 def test_refinement_declines_when_there_is_nothing_to_measure():
     reference = _scene()
     flat = np.full((320, 320), 128, np.uint8)
     assert refine_registration(reference, flat, np.eye(3)) is None
     assert refine_registration(flat, reference, np.eye(3)) is None
+    ramp = np.tile(np.linspace(0.0, 1.0, 320, dtype=np.float32), (320, 1))  # smooth: no template can lock on
+    assert refine_registration(reference, ramp, np.eye(3)) is None
+    assert refine_registration(reference, _scene(seed=9), np.eye(3)) is None  # another scene: no consistent fit
+
+
+def test_refinement_takes_small_colour_and_large_images():
+    reference = _scene(seed=4)
+    assert refine_registration(reference[:40], reference[:40], np.eye(3)) is None  # a strip: declined, no error
+    assert refine_registration(reference[:1], reference[:1], np.eye(3)) is None
+    truth = _affine(0.0, 1.0, 2.0, -1.5)
+    colour = cv2.cvtColor(cv2.warpAffine(reference, truth[:2], (320, 320)), cv2.COLOR_GRAY2BGR)
+    refined = refine_registration(cv2.cvtColor(reference, cv2.COLOR_GRAY2BGRA), colour, np.eye(3))
+    assert refined is not None and _fit_error(refined, truth, (320, 320)) < 0.2
+    large = cv2.resize(_scene(640, seed=6), (2560, 2560), interpolation=cv2.INTER_CUBIC)
+    big_truth = _affine(3.0, 1.0, 12.0, -8.0)
+    query = cv2.warpAffine(large, big_truth[:2], (2560, 2560), flags=cv2.INTER_LINEAR)
+    refined = refine_registration(large, query, _affine(3.0, 1.0, 5.0, 0.0))  # reduced to MAX_SIDE inside
+    assert MAX_SIDE < 2560 and refined is not None and refined.ref_xy.max() > MAX_SIDE
+    assert _fit_error(refined, big_truth, (2560, 2560)) < 1.0
 
 
 def test_match_cli_with_shipped_weights_uses_the_refinement(tmp_path, capsys):
@@ -92,3 +146,18 @@ def test_match_cli_with_shipped_weights_uses_the_refinement(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["refined"] is True
     assert grid_rmse(np.array(result["transform"]), truth, (384, 384)) < 1.0
+
+
+def test_matcher_keeps_the_network_matches_when_the_refinement_declines(monkeypatch):
+    pytest.importorskip("torch")
+    import cstf_edge.match.cstf as cstf_module
+
+    reference = cv2.cvtColor(_scene(384, seed=5), cv2.COLOR_GRAY2BGR)
+    query = cv2.warpAffine(reference, _affine(10.0, 1.0, 20.0, 10.0)[:2], (384, 384))
+    with cstf_module.CSTFMatch(refine=False) as network_only:
+        expected = network_only.match(reference, query)
+    monkeypatch.setattr(cstf_module, "refine_registration", lambda *args: None)
+    with cstf_module.CSTFMatch() as matcher:
+        got = matcher.match(reference, query)
+        assert matcher.last_refined is False and matcher.name == "cstf"
+    assert len(got) == len(expected) > 0 and np.allclose(got.ref_xy, expected.ref_xy)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from cstf_edge.errors import CstfError
-from cstf_edge.match.baselines import Matches, to_gray
+from cstf_edge.match.baselines import Matches
 from cstf_edge.match.estimate import Estimate, estimate_transform
 from cstf_edge.match.refine import refine_registration
 from cstf_edge.match.rot90 import rot90_matrix, rotate90
@@ -164,7 +164,6 @@ class CSTFMatch:
         if not fit.ok:
             return best
         transform, best_fine = fit.transform, _fine_fit(best)
-        grays = (to_gray(reference_bgr), to_gray(query_bgr)) if self.refine else None
         for number in range(1, self.passes + 1):
             if number > 1:
                 matches = self._realigned(reference, ref_box, query_bgr, transform)
@@ -172,8 +171,9 @@ class CSTFMatch:
                 if fine.num_inliers <= best_fine.num_inliers:
                     break
                 best, best_fine, self.last_pass, transform = matches, fine, number, fine.transform
-            if grays is not None:
-                refined = refine_registration(*grays, best_fine.transform if best_fine.ok else transform)
+            if self.refine:
+                start = best_fine.transform if best_fine.ok else transform
+                refined = refine_registration(reference_bgr, query_bgr, start)
                 if refined is not None:
                     self.last_refined = True
                     return refined

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cstf_edge.match.baselines import Matches
+from cstf_edge.match.baselines import Matches, to_gray
 from cstf_edge.match.estimate import estimate_transform
 
 
@@ -55,6 +55,8 @@ MAX_TEMPLATES = 150
 MIN_SCORE = 0.3
 MIN_MARGIN = 0.02
 MIN_INLIERS = 12
+MAX_SIDE = 1024  # px: larger images are refined reduced to this (memory and time grow with the image)
+FLAT = 1e-3  # a search window whose descriptor variance per pixel is below this scores 0 (no structure)
 _ANGLES = np.pi * np.arange(BINS) / BINS
 _COS, _SIN = np.cos(_ANGLES), np.sin(_ANGLES)
 
@@ -114,14 +116,17 @@ def _scores(reference: np.ndarray, aligned: np.ndarray, points: np.ndarray, leve
     norms = np.sqrt(np.maximum(ref_var[points[:, 1], points[:, 0]], 1e-12))
     side = 2 * radius + 1
     scores = np.empty((len(points), side, side), np.float32)
+    reach = half + radius
     for k, (x, y) in enumerate(points):
-        product = sum(cv2.matchTemplate(q[y - half - radius:y + half + radius + 1, x - half - radius:x + half + radius + 1],
+        product = sum(cv2.matchTemplate(q[y - reach:y + reach + 1, x - reach:x + reach + 1],
                                         r[y - half:y + half + 1, x - half:x + half + 1], cv2.TM_CCORR)
                       for r, q in parts)
         window = np.s_[y - radius:y + radius + 1, x - radius:x + radius + 1]
         centred = product - qry_sums[window] @ means[k]
-        scores[k] = centred / (norms[k] * np.sqrt(np.maximum(qry_var[window], 1e-9)) + 1e-9)
-    return scores
+        variance = qry_var[window]
+        structured = variance > FLAT * size ** 2  # else the variance is float rounding: the score would be noise
+        scores[k] = np.where(structured, centred / (norms[k] * np.sqrt(np.where(structured, variance, 1.0))), 0.0)
+    return np.clip(scores, -1.0, 1.0)
 
 
 def _parabola(before: np.ndarray, peak: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -156,6 +161,8 @@ def _scaling(scale: float) -> np.ndarray:
 
 def _level_matches(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, level: Level) -> Matches:
     """One level: reference and query gray (full resolution), ``transform`` reference -> query."""
+    if min(reference.shape) * level.scale < 2 * (level.half + level.radius + 1) + 1:
+        return Matches.empty()  # too small for one template and its search window
     to_level = _scaling(level.scale)
     ref_level = reference if level.scale == 1 else cv2.resize(reference, None, fx=level.scale, fy=level.scale,
                                                               interpolation=cv2.INTER_AREA)  # exact factor
@@ -178,15 +185,33 @@ def _level_matches(reference: np.ndarray, query: np.ndarray, transform: np.ndarr
     return Matches(ref_xy @ back[:2, :2].T + back[:2, 2], qry_xy, margins[keep].astype(np.float64))
 
 
-def refine_registration(reference_gray: np.ndarray, query_gray: np.ndarray, transform: np.ndarray,
+def _working_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Single-channel 8/16-bit or float32 ``image`` reduced so its longer side is at most ``MAX_SIDE``, and
+    the 3x3 map of its pixels into the reduced image's."""
+    array = np.asarray(image)
+    if array.dtype not in (np.uint8, np.uint16, np.float32):
+        array = array.astype(np.float32)
+    gray = to_gray(array)
+    scale = min(1.0, MAX_SIDE / max(gray.shape))
+    if scale == 1.0:
+        return gray, np.eye(3)
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), _scaling(scale)
+
+
+def refine_registration(reference: np.ndarray, query: np.ndarray, transform: np.ndarray,
                         levels: tuple[Level, ...] = LEVELS) -> Matches | None:
-    """The correspondences that refine ``transform`` (3x3, reference -> query, OpenCV pixels), or None
-    when the refinement cannot be trusted (module docstring)."""
+    """The correspondences that refine ``transform`` (3x3, reference -> query, OpenCV pixels) between
+    ``reference`` and ``query`` (gray, BGR or BGRA), or None when the refinement cannot be trusted (module
+    docstring)."""
+    (ref_work, ref_map), (qry_work, qry_map) = _working_image(reference), _working_image(query)
+    transform = qry_map @ np.asarray(transform, np.float64) @ np.linalg.inv(ref_map)
     matches = None
     for level in levels:
-        matches = _level_matches(reference_gray, query_gray, transform, level)
+        matches = _level_matches(ref_work, qry_work, transform, level)
         fit = estimate_transform(matches.ref_xy, matches.qry_xy, "affine", min_inliers=MIN_INLIERS)
         if not fit.ok:
             return None
         transform = fit.transform
-    return matches
+    ref_back, qry_back = np.linalg.inv(ref_map), np.linalg.inv(qry_map)
+    return Matches(matches.ref_xy @ ref_back[:2, :2].T + ref_back[:2, 2],
+                   matches.qry_xy @ qry_back[:2, :2].T + qry_back[:2, 2], matches.confidence)
