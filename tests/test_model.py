@@ -202,3 +202,47 @@ def test_onnx_export_uses_only_tensorrt_native_ops(model_n, tmp_path):
     with torch.no_grad():
         expected = model_n(x).numpy()
     np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], expected, atol=1e-3, rtol=1e-3)
+
+
+def test_relu_size_is_cstf_n_with_relu_and_takes_its_weights(model_n, images, tmp_path):
+    """``cstf-n-relu``: the same tensors as cstf-n (so cstf-n weights fine-tune into it), every SiLU a ReLU,
+    and its INT8 graph folds the ReLUs into the quantized convolutions (no ReLU or SiLU pair left)."""
+    from cstf_edge.model.layers import set_activation
+
+    relu = build_model("cstf-n-relu", NUM_CLASSES).eval()
+    assert relu.spec.activation == "relu" and model_n.spec.activation == "silu"
+    assert not any(isinstance(m, torch.nn.SiLU) for m in relu.modules())
+    assert sum(isinstance(m, torch.nn.ReLU) for m in relu.modules()) == sum(
+        isinstance(m, torch.nn.SiLU) for m in model_n.modules())
+    relu.load_state_dict(model_n.state_dict())  # identical tensors
+    with torch.no_grad():
+        assert not torch.allclose(relu(images), model_n(images))  # the activation is really different
+    with pytest.raises(Exception, match="unknown activation"):
+        set_activation(relu, "gelu")
+
+
+def test_relu_model_int8_graph_has_no_activation_ops(tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import cstf_edge.export.quantize_ort as quantize_ort
+    from onnxruntime.quantization import CalibrationDataReader
+
+    torch.manual_seed(0)
+    model = build_model("cstf-n-relu", NUM_CLASSES).eval()
+    path = tmp_path / "relu.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, SIZE, SIZE),), str(path), opset_version=17, input_names=["images"],
+                      output_names=["detections"], dynamo=False)
+    assert sum(n.op_type == "Relu" for n in onnx.load(str(path)).graph.node) > 50
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"images": np.random.default_rng(i).random((1, 3, SIZE, SIZE), np.float32)}
+                               for i in range(2)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    monkeypatch.setattr(quantize_ort, "calibration_reader", lambda batcher, names: Batches())
+    quantize_ort.quantize(path, tmp_path / "relu.int8.onnx", batcher=None, method="minmax", cache_path=tmp_path / "calib.cache")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "relu.int8.onnx")).graph.node]
+    assert "Relu" not in ops and ops.count("QuantizeLinear") > 50

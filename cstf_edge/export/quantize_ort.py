@@ -23,7 +23,7 @@ from cstf_edge.runtime.artifact import ArtifactInfo
 
 log = logging.getLogger(__name__)
 
-QUANT_OP_TYPES = ["Conv", "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize"]
+QUANT_OP_TYPES = ["Conv", "Relu", "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize"]  # Relu: folds into Conv
 PERCENTILE = 99.999
 CALIBRATION_STRIDE = 4  # batches calibrated at once (ONNX Runtime keeps every activation of a stride in memory)
 

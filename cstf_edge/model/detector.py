@@ -16,6 +16,7 @@ from cstf_edge.errors import CstfError
 from cstf_edge.model.backbone import Backbone
 from cstf_edge.model.cstf_block import CSTFBlock
 from cstf_edge.model.head import OrientedHead
+from cstf_edge.model.layers import set_activation
 from cstf_edge.model.neck import PANNeck
 from cstf_edge.model.rbox_torch import canonicalize_rboxes
 
@@ -31,13 +32,16 @@ class ModelConfigError(CstfError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Width/depth multipliers of one size, the channel cap and the correspondence width/heads."""
+    """Width/depth multipliers of one size, the channel cap, the correspondence width/heads and the
+    activation of every convolution block (``silu``, or ``relu``, which an INT8 graph folds into the
+    quantized convolution where SiLU costs a quantized sigmoid and multiply)."""
 
     width: float
     depth: float
     max_channels: int
     attention_dim: int
     heads: int
+    activation: str = "silu"
 
     def widths(self) -> tuple[int, ...]:
         return tuple(_round_to_8(min(c, self.max_channels) * self.width) for c in BASE_WIDTHS)
@@ -53,6 +57,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "cstf-n": ModelSpec(width=0.25, depth=0.33, max_channels=1024, attention_dim=64, heads=2),
     "cstf-s": ModelSpec(width=0.50, depth=0.33, max_channels=1024, attention_dim=128, heads=4),
     "cstf-m": ModelSpec(width=0.75, depth=0.67, max_channels=768, attention_dim=192, heads=6),
+    "cstf-n-relu": ModelSpec(width=0.25, depth=0.33, max_channels=1024, attention_dim=64, heads=2, activation="relu"),
 }
 
 
@@ -82,6 +87,7 @@ class CSTFDetector(nn.Module):
         self.cstf = CSTFBlock(channels, spec.attention_dim, spec.heads, STRIDES)
         self.neck = PANNeck(channels, spec.neck_depth())
         self.head = OrientedHead(channels, STRIDES, self.num_classes)
+        set_activation(self, spec.activation)
 
     def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None):
         query_feats = self.backbone(images)

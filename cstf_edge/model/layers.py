@@ -1,7 +1,8 @@
 """Convolutional building blocks shared by the backbone, the neck and the head.
 
 Every block is Conv -> BatchNorm -> SiLU (BatchNorm folds into the convolution at export), so the graph
-holds only ops that ONNX opset 17 and TensorRT 10 run natively.
+holds only ops that ONNX opset 17 and TensorRT 10 run natively; :func:`set_activation` turns a built
+model's SiLUs into ReLUs (the ``cstf-n-relu`` size).
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import copy
 
 import torch
 from torch import nn
+
+from cstf_edge.errors import CstfError
 
 
 class ConvBNAct(nn.Module):
@@ -25,6 +28,22 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
+
+
+def set_activation(model: nn.Module, name: str) -> None:
+    """Replace every SiLU of ``model`` by ``ACTIVATIONS[name]`` (in place; no parameters change, so weights
+    trained with one activation load into the other, for fine-tuning)."""
+    if name not in ACTIVATIONS:
+        raise CstfError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    if name == "silu":
+        return
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.SiLU):
+                setattr(parent, child_name, ACTIVATIONS[name](inplace=True))
 
 
 class Bottleneck(nn.Module):
