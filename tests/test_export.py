@@ -49,6 +49,28 @@ def test_every_shipped_profile_loads_and_checks():
             assert Path(options.calib).is_file(), profile
 
 
+def test_relu_profile_names_its_weights_and_keeps_the_stem_fp32(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cstf_edge.export.cli import options_from_args
+    from cstf_edge.export.graph_policy import int8_float_nodes
+
+    monkeypatch.chdir(tmp_path)  # the profile's paths resolve beside the repository, not the working folder
+    options = build_options(str(REPO / "export" / "cpu-int8-relu.toml"), {})
+    assert Path(options.weights).is_file() and options.weights.endswith("cstf-n-relu-synthrs.safetensors")
+    assert options.fp32_groups == ("/backbone/stem",)
+    nodes = [SimpleNamespace(name=n, op_type="Conv") for n in (
+        "/backbone/stem/conv/Conv", "/backbone/stem2/conv/Conv", "/backbone/stage1/x/Conv", "/head/levels.0/cls_out/Conv")]
+    graph = SimpleNamespace(node=nodes)
+    assert int8_float_nodes(graph) == ["/head/levels.0/cls_out/Conv"]
+    assert int8_float_nodes(graph, options.fp32_groups) == ["/backbone/stem/conv/Conv", "/head/levels.0/cls_out/Conv"]
+    flags = SimpleNamespace(profile=None, dynamic_batch=None, fp32_groups="/backbone/stem, /neck/",
+                            **{k: None for k in ("weights", "precision", "target", "calib", "calib_method", "val",
+                                                 "imgsz", "batch", "with_reference", "sensitivity", "workspace_gib",
+                                                 "dla_core", "name", "out")})
+    assert options_from_args(flags).fp32_groups == ("/backbone/stem", "/neck/")
+
+
 def test_flags_override_a_profile():
     options = build_options(str(REPO / "export" / "cpu-int8.toml"), {"imgsz": 512, "calib_method": None})
     assert options.imgsz == 512 and options.calib_method == "minmax" and options.precision == "int8"

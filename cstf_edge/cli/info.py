@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         description="Count the parameters and the FLOPs of one forward pass of a CSTF detector size.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default="cstf-n", help="model size: cstf-n, cstf-s or cstf-m (default cstf-n)")
+    parser.add_argument("--model", default="cstf-n",
+                        help="model size: cstf-n, cstf-s, cstf-m or cstf-n-relu (default cstf-n)")
     parser.add_argument("--imgsz", type=int, default=1024, help="square input size, a multiple of 64 (default 1024)")
     parser.add_argument("--num-classes", type=int, default=5,
                         help="output classes (default 5, as the shipped SynthRS weights; DOTA has 15)")

@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, help="training data: a folder or a .toml (see below)")
     parser.add_argument("--val", help="validation folder (DOTA or HRSC2016 layout); overrides DATA's val/")
-    parser.add_argument("--model", default="cstf-n", help="cstf-n, cstf-s or cstf-m (default cstf-n)")
+    parser.add_argument("--model", default="cstf-n",
+                        help="cstf-n, cstf-s, cstf-m or cstf-n-relu (ReLU activations: faster INT8) (default cstf-n)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     parser.add_argument("--imgsz", type=int, default=512, help="network input, a multiple of 64 (default 512)")
     parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export the two-input model (images, reference)")
     parser.add_argument("--no-sensitivity", dest="sensitivity", action="store_false", default=None,
                         help="skip the INT8 per-layer sensitivity sweep")
+    parser.add_argument("--fp32-groups", metavar="SCOPES",
+                        help="INT8: comma list of node-name scopes kept FP32 besides those the sweep keeps, "
+                        "e.g. /backbone/stem")
     parser.add_argument("--workspace-gib", type=float, help="TensorRT builder workspace (default 4)")
     parser.add_argument("--dla-core", type=int, help="TensorRT: build for this DLA core (Jetson), GPU fallback on")
     parser.add_argument("--name", help="artifact base name (default <model>-<imgsz>)")
@@ -64,6 +67,8 @@ def options_from_args(args: argparse.Namespace):
         "weights", "precision", "target", "calib", "calib_method", "val", "imgsz", "batch", "with_reference",
         "sensitivity", "workspace_gib", "dla_core", "name", "out")}
     overrides["dynamic_batch"] = parse_batch_range(args.dynamic_batch) if args.dynamic_batch else None
+    overrides["fp32_groups"] = tuple(g.strip() for g in args.fp32_groups.split(",") if g.strip()) \
+        if args.fp32_groups else None
     return build_options(args.profile, overrides)
 
 

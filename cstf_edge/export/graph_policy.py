@@ -31,9 +31,13 @@ def fp16_float_nodes(graph) -> list[str]:
     return [n.name for n in graph.node if _always_float(n)]
 
 
-def int8_float_nodes(graph) -> list[str]:
-    """Nodes an INT8 export never quantizes: those FP16 keeps, and the head's output convolutions."""
-    return [n.name for n in graph.node if _always_float(n) or "_out/" in n.name]
+def int8_float_nodes(graph, fp32_groups: tuple[str, ...] = ()) -> list[str]:
+    """Nodes an INT8 export never quantizes: those FP16 keeps, the head's output convolutions, and the nodes
+    under the ``fp32_groups`` scopes an export profile names (``/backbone/stem``: a scope matches itself and
+    what is under it)."""
+    scopes = tuple(g.rstrip("/") + "/" for g in fp32_groups)
+    return [n.name for n in graph.node
+            if _always_float(n) or "_out/" in n.name or (scopes and n.name.startswith(scopes))]
 
 
 def node_group(name: str) -> str:

@@ -48,6 +48,7 @@ class ExportOptions:
     workspace_gib: float = 4.0
     dla_core: int | None = None
     sensitivity: bool = True
+    fp32_groups: tuple[str, ...] = ()  # INT8: node-name scopes kept FP32 besides the sweep's, e.g. /backbone/stem
     profile: str | None = None
     name: str | None = None
     extra: dict = field(default_factory=dict)
@@ -105,7 +106,9 @@ def load_profile(path: str | Path) -> dict:
         raise ExportError(f"{path}: unknown keys {unknown}; a profile may set {sorted(known - {'profile', 'extra'})}")
     if "dynamic_batch" in values and values["dynamic_batch"] is not None:
         values["dynamic_batch"] = tuple(values["dynamic_batch"])
-    for key in ("calib", "val"):
+    if "fp32_groups" in values:
+        values["fp32_groups"] = tuple(values["fp32_groups"])
+    for key in ("calib", "val", "weights"):
         if isinstance(values.get(key), str):
             values[key] = _resolve_beside(values[key], path)
     return values

@@ -105,13 +105,13 @@ class ExportRun:
         log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
                  self.options.calib_method, cache, "reused" if cache.is_file() else "new")
         graph = _load_graph(self.path("fp32"))
-        base = int8_float_nodes(graph)
+        base = int8_float_nodes(graph, self.options.fp32_groups)
         staging = self.out / f".{self.name}.int8.staging.onnx"
         rows, float_groups = self._sensitivity(graph, batcher, base, cache, staging)
         exclude = base + [node for row in float_groups for node in row]
         self._quantize(staging, batcher, cache, exclude)
         extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
-                 "fp32_nodes": len(exclude), "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
+                 "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups), "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
         int8_info = finish_int8(staging, self.path("int8"), info, extra)
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
