@@ -60,7 +60,8 @@ def test_relu_profile_names_its_weights_and_keeps_the_stem_fp32(tmp_path, monkey
     assert Path(options.weights).is_file() and options.weights.endswith("cstf-n-relu-synthrs.safetensors")
     assert options.fp32_groups == ("/backbone/stem",)
     nodes = [SimpleNamespace(name=n, op_type="Conv") for n in (
-        "/backbone/stem/conv/Conv", "/backbone/stem2/conv/Conv", "/backbone/stage1/x/Conv", "/head/levels.0/cls_out/Conv")]
+        "/backbone/stem/conv/Conv", "/backbone/stem2/conv/Conv", "/backbone/stage1/x/Conv",
+        "/head/levels.0/cls_out/Conv")]
     graph = SimpleNamespace(node=nodes)
     assert int8_float_nodes(graph) == ["/head/levels.0/cls_out/Conv"]
     assert int8_float_nodes(graph, options.fp32_groups) == ["/backbone/stem/conv/Conv", "/head/levels.0/cls_out/Conv"]

@@ -243,6 +243,7 @@ def test_relu_model_int8_graph_has_no_activation_ops(tmp_path, monkeypatch):
             return next(self.items, None)
 
     monkeypatch.setattr(quantize_ort, "calibration_reader", lambda batcher, names: Batches())
-    quantize_ort.quantize(path, tmp_path / "relu.int8.onnx", batcher=None, method="minmax", cache_path=tmp_path / "calib.cache")
+    quantize_ort.quantize(path, tmp_path / "relu.int8.onnx", batcher=None, method="minmax",
+                          cache_path=tmp_path / "calib.cache")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "relu.int8.onnx")).graph.node]
     assert "Relu" not in ops and ops.count("QuantizeLinear") > 50

@@ -111,7 +111,8 @@ class ExportRun:
         exclude = base + [node for row in float_groups for node in row]
         self._quantize(staging, batcher, cache, exclude)
         extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
-                 "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups), "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
+                 "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
+                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
         int8_info = finish_int8(staging, self.path("int8"), info, extra)
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
