@@ -36,6 +36,7 @@ class BenchOptions:
     calib: str | None = None
     calib_method: str = "minmax"
     sensitivity: bool = True
+    fp32_groups: tuple[str, ...] = ()  # INT8 export: node scopes kept FP32 (e.g. /backbone/stem for cstf-n-relu)
     max_images: int | None = None
     peers: tuple[str, ...] = ()  # Ultralytics OBB models to run beside ours (cstf_edge.bench.peers)
     interleave: bool = True  # time the variants in turns (False: one after the other)

@@ -189,9 +189,13 @@ class Artifacts:
                 and self._same_calibration(info))
 
     def _same_calibration(self, info) -> bool:
-        """An INT8 artifact counts only when calibrated on this run's manifest with this method."""
-        made = info.extra.get("calibration") if info.precision == "int8" else None
-        return not made or calibrated_with(made, self.options.calibration(), self.options.calib_method)
+        """An INT8 artifact counts only when calibrated on this run's manifest with this method, with the same
+        FP32 groups."""
+        if info.precision != "int8":
+            return True
+        made = info.extra.get("calibration")
+        same_groups = tuple(info.extra.get("fp32_groups", ())) == tuple(self.options.fp32_groups)
+        return same_groups and (not made or calibrated_with(made, self.options.calibration(), self.options.calib_method))
 
     def ensure(self, variant: Variant) -> Path:
         """The artifact of ``variant``, exported now when missing or stale (raises the export's error)."""
@@ -234,7 +238,7 @@ class Artifacts:
             weights=str(self.weights), precision=precision, target=target, imgsz=self.options.imgsz,
             dynamic_batch=self.dynamic, calib=str(calib) if calib and precision == "int8" else None,
             calib_method=self.options.calib_method, val=None, out=str(self.folder), name=self.name(target),
-            sensitivity=self.options.sensitivity)
+            sensitivity=self.options.sensitivity, fp32_groups=self.options.fp32_groups)
         log.info("exporting %s %s to %s", target, precision, self.folder)
         summary = run_export(export_options, progress=self.options.progress)
         self.exports.append({"target": target, "precision": precision, "name": self.name(target),

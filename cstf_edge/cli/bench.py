@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="INT8 calibration method of the export (default minmax)")
     parser.add_argument("--no-sensitivity", action="store_true",
                         help="skip the export's per-layer INT8 sensitivity sweep (faster, maybe less accurate)")
+    parser.add_argument("--fp32-groups", metavar="SCOPES", default="",
+                        help="INT8 export: comma list of node scopes kept FP32, as the export's --fp32-groups "
+                        "(export/cpu-int8-relu.toml keeps /backbone/stem for the cstf-n-relu weights)")
     parser.add_argument("--peers", nargs="?", const="yolov8n-obb", default="",
                         help="also run Ultralytics OBB peers through the same runtime path: a comma list of model "
                         "names built from their yaml (untrained: timed only), trained .pt weights, or .onnx files "
@@ -85,6 +88,7 @@ def options_from_args(args):
         precisions=parse_names(args.precisions, "--precisions"), batches=parse_batches(args.batch),
         iters=args.iters, out=args.out, artifacts=args.artifacts, calib=args.calib, calib_method=args.calib_method,
         sensitivity=not args.no_sensitivity, max_images=args.max_images,
+        fp32_groups=tuple(g.strip() for g in args.fp32_groups.split(",") if g.strip()),
         peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
         interleave=not args.sequential, settle=args.settle, progress=not args.no_progress,
     ).check()
