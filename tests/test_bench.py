@@ -250,15 +250,18 @@ def test_an_int8_artifact_calibrated_otherwise_is_stale(scenes, bench_out):
     from cstf_edge.bench.variants import Artifacts
     from cstf_edge.model.checkpoint import shipped_weights
 
-    def artifacts(method: str) -> Artifacts:
+    def artifacts(method: str, fp32_groups: tuple[str, ...] = ()) -> Artifacts:
         return Artifacts(BenchOptions(data=str(scenes / "val"), imgsz=SIZE, batches=(1, 2),
                                       calib=str(scenes / "calib.toml"), calib_method=method,
-                                      artifacts=str(scenes / "artifacts")), shipped_weights())
+                                      artifacts=str(scenes / "artifacts"), fp32_groups=fp32_groups),
+                         shipped_weights())
 
     int8, fp32 = Variant("onnxruntime", "int8", 1), Variant("onnxruntime", "fp32", 1)
     same, other = artifacts("minmax"), artifacts("entropy")
     assert same.fresh(same.path(int8)) and same.fresh(same.path(fp32))
     assert not other.fresh(other.path(int8)) and other.fresh(other.path(fp32))
+    stem_fp32 = artifacts("minmax", ("/backbone/stem",))  # an INT8 made with other FP32 groups is remade
+    assert not stem_fp32.fresh(stem_fp32.path(int8)) and stem_fp32.fresh(stem_fp32.path(fp32))
 
 
 @pytest.mark.slow
