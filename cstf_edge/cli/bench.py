@@ -81,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args):
     from cstf_edge.bench import BenchOptions, parse_batches, parse_names
     from cstf_edge.bench.options import BACKEND_ALIASES
+    from cstf_edge.export.options import parse_scopes
 
     return BenchOptions(
         data=args.data, weights=args.weights, imgsz=args.imgsz, device=args.device, warmup=args.warmup,
@@ -88,7 +89,7 @@ def options_from_args(args):
         precisions=parse_names(args.precisions, "--precisions"), batches=parse_batches(args.batch),
         iters=args.iters, out=args.out, artifacts=args.artifacts, calib=args.calib, calib_method=args.calib_method,
         sensitivity=not args.no_sensitivity, max_images=args.max_images,
-        fp32_groups=tuple(g.strip() for g in args.fp32_groups.split(",") if g.strip()),
+        fp32_groups=parse_scopes(args.fp32_groups) or (),
         peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
         interleave=not args.sequential, settle=args.settle, progress=not args.no_progress,
     ).check()

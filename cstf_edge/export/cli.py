@@ -5,7 +5,8 @@ import argparse
 import json
 import logging
 
-from cstf_edge.export.options import CALIB_METHODS, PRECISIONS, TARGETS, build_options, parse_batch_range
+from cstf_edge.export.options import (CALIB_METHODS, PRECISIONS, TARGETS, build_options, parse_batch_range,
+                                      parse_scopes)
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ def options_from_args(args: argparse.Namespace):
         "weights", "precision", "target", "calib", "calib_method", "val", "imgsz", "batch", "with_reference",
         "sensitivity", "workspace_gib", "dla_core", "name", "out")}
     overrides["dynamic_batch"] = parse_batch_range(args.dynamic_batch) if args.dynamic_batch else None
-    overrides["fp32_groups"] = tuple(g.strip() for g in args.fp32_groups.split(",") if g.strip()) \
-        if args.fp32_groups else None
+    overrides["fp32_groups"] = parse_scopes(args.fp32_groups)
     return build_options(args.profile, overrides)
 
 

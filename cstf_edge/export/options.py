@@ -80,6 +80,12 @@ def _one_of(name: str, value, allowed) -> None:
         raise ExportError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
 
 
+def parse_scopes(text: str | None) -> tuple[str, ...] | None:
+    """``"/backbone/stem, /neck/"`` -> ``("/backbone/stem", "/neck/")`` (the ``--fp32-groups`` flag of the
+    export and the bench); None for no flag."""
+    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+
+
 def parse_batch_range(text: str) -> tuple[int, int]:
     """``"1:8"`` -> ``(1, 8)``."""
     try:

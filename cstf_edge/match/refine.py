@@ -159,6 +159,11 @@ def _scaling(scale: float) -> np.ndarray:
     return np.array([[scale, 0.0, offset], [0.0, scale, offset], [0.0, 0.0, 1.0]])
 
 
+def _map_points(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Points ``[N, 2]`` through the affine 3x3 ``matrix``."""
+    return xy @ matrix[:2, :2].T + matrix[:2, 2]
+
+
 def _level_matches(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, level: Level) -> Matches:
     """One level: reference and query gray (full resolution), ``transform`` reference -> query."""
     if min(reference.shape) * level.scale < 2 * (level.half + level.radius + 1) + 1:
@@ -181,8 +186,7 @@ def _level_matches(reference: np.ndarray, query: np.ndarray, transform: np.ndarr
         return Matches.empty()
     ref_xy = points[keep].astype(np.float64)
     qry_xy = cv2.perspectiveTransform((ref_xy + offsets[keep]).reshape(1, -1, 2), level_to_query).reshape(-1, 2)
-    back = np.linalg.inv(to_level)
-    return Matches(ref_xy @ back[:2, :2].T + back[:2, 2], qry_xy, margins[keep].astype(np.float64))
+    return Matches(_map_points(np.linalg.inv(to_level), ref_xy), qry_xy, margins[keep].astype(np.float64))
 
 
 def _working_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,6 +216,5 @@ def refine_registration(reference: np.ndarray, query: np.ndarray, transform: np.
         if not fit.ok:
             return None
         transform = fit.transform
-    ref_back, qry_back = np.linalg.inv(ref_map), np.linalg.inv(qry_map)
-    return Matches(matches.ref_xy @ ref_back[:2, :2].T + ref_back[:2, 2],
-                   matches.qry_xy @ qry_back[:2, :2].T + qry_back[:2, 2], matches.confidence)
+    return Matches(_map_points(np.linalg.inv(ref_map), matches.ref_xy),
+                   _map_points(np.linalg.inv(qry_map), matches.qry_xy), matches.confidence)
