@@ -49,7 +49,7 @@ def test_every_shipped_profile_loads_and_checks():
             assert Path(options.calib).is_file(), profile
 
 
-def test_relu_profile_names_its_weights_and_keeps_the_stem_fp32(tmp_path, monkeypatch):
+def test_relu_profile_names_its_weights_and_fp32_groups_select_scopes(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from cstf_edge.export.cli import options_from_args
@@ -58,13 +58,13 @@ def test_relu_profile_names_its_weights_and_keeps_the_stem_fp32(tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # the profile's paths resolve beside the repository, not the working folder
     options = build_options(str(REPO / "export" / "cpu-int8-relu.toml"), {})
     assert Path(options.weights).is_file() and options.weights.endswith("cstf-n-relu-synthrs.safetensors")
-    assert options.fp32_groups == ("/backbone/stem",)
+    assert options.fp32_groups == ()  # the stem is quantized too (sum-preserving weight rounding)
     nodes = [SimpleNamespace(name=n, op_type="Conv") for n in (
         "/backbone/stem/conv/Conv", "/backbone/stem2/conv/Conv", "/backbone/stage1/x/Conv",
         "/head/levels.0/cls_out/Conv")]
     graph = SimpleNamespace(node=nodes)
     assert int8_float_nodes(graph) == ["/head/levels.0/cls_out/Conv"]
-    assert int8_float_nodes(graph, options.fp32_groups) == ["/backbone/stem/conv/Conv", "/head/levels.0/cls_out/Conv"]
+    assert int8_float_nodes(graph, ("/backbone/stem",)) == ["/backbone/stem/conv/Conv", "/head/levels.0/cls_out/Conv"]
     flags = SimpleNamespace(profile=None, dynamic_batch=None, fp32_groups="/backbone/stem, /neck/",
                             **{k: None for k in ("weights", "precision", "target", "calib", "calib_method", "val",
                                                  "imgsz", "batch", "with_reference", "sensitivity", "workspace_gib",
@@ -160,6 +160,7 @@ def test_int8_export_end_to_end(tmp_path, scenes):
         assert detector.info.precision == "int8" and detector.info.imgsz == (SIZE, SIZE)
         assert detector.info.extra["calibration"]["method"] == "minmax"
         assert detector.info.extra["quantized_tensors"] > 50
+        assert detector.info.extra["weight_rounding"] == "sum-preserving-v1"
         found = detector.detect(np.full((300, 200, 3), 90, np.uint8))
         assert found.image_shape == (300, 200)
     # A second export with the same inputs reuses the calibration ranges and the sweep (no image is read).

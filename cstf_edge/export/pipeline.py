@@ -28,6 +28,8 @@ from cstf_edge.export.onnx_export import export_onnx, load_checkpoint, sha256_fi
 from cstf_edge.export.options import ExportOptions
 from cstf_edge.export.parity import compare_outputs
 from cstf_edge.export.quantize_ort import finish_int8, quantize, run_onnx
+from cstf_edge.export.weight_rounding import SCHEME as ROUNDING
+from cstf_edge.export.weight_rounding import round_conv_weights
 from cstf_edge.runtime.artifact import ArtifactInfo
 from cstf_edge.runtime.preprocess import PreprocessSpec, preprocess_batch
 
@@ -100,56 +102,61 @@ class ExportRun:
         manifest = CalibrationManifest.load(self.options.calib)
         paths = manifest.image_paths(self.progress)
         batcher = CalibrationBatcher(paths, self.spec)
-        key, cache = calibration_cache(self.name, self.path("fp32"), self.spec, paths, self.options.calib_method,
-                                       self.options.target)
-        log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
-                 self.options.calib_method, cache, "reused" if cache.is_file() else "new")
         graph = _load_graph(self.path("fp32"))
         base = int8_float_nodes(graph, self.options.fp32_groups)
+        source = self.out / f".{self.name}.int8.rounded.onnx"  # what is calibrated and quantized
         staging = self.out / f".{self.name}.int8.staging.onnx"
-        rows, float_groups = self._sensitivity(graph, batcher, base, cache, staging)
-        exclude = base + [node for row in float_groups for node in row]
-        self._quantize(staging, batcher, cache, exclude)
+        try:
+            round_conv_weights(self.path("fp32"), source, exclude=base)
+            key, cache = calibration_cache(self.name, source, self.spec, paths, self.options.calib_method,
+                                           self.options.target)
+            log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
+                     self.options.calib_method, cache, "reused" if cache.is_file() else "new")
+            rows, float_groups = self._sensitivity(source, graph, batcher, base, cache, staging)
+            exclude = base + [node for row in float_groups for node in row]
+            self._quantize(source, staging, batcher, cache, exclude)
+        finally:
+            source.unlink(missing_ok=True)
         extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
                  "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
-                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32]}
+                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32], "weight_rounding": ROUNDING}
         int8_info = finish_int8(staging, self.path("int8"), info, extra)
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
 
-    def _quantize(self, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
+    def _quantize(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
         if self.options.target == "tensorrt":
             from cstf_edge.export.quantize_modelopt import quantize_modelopt
 
-            quantize_modelopt(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method,
-                              exclude=exclude, cache_path=cache)
+            quantize_modelopt(source, out, batcher=batcher, method=self.options.calib_method, exclude=exclude,
+                              cache_path=cache)
         else:
-            self._calibrate(out, batcher, cache, exclude)
+            self._calibrate(source, out, batcher, cache, exclude)
 
-    def _calibrate(self, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
-        """ONNX Runtime calibration whose ranges land in ``cache`` (Model Optimizer caches none): the CPU
-        quantizer, or for TensorRT targets its symmetric S8 twin."""
+    def _calibrate(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
+        """ONNX Runtime calibration of ``source`` whose ranges land in ``cache`` (Model Optimizer caches none):
+        the CPU quantizer, or for TensorRT targets its symmetric S8 twin."""
         if self.options.target == "tensorrt":
             from cstf_edge.export.quantize_modelopt import quantize_symmetric_ort
 
-            quantize_symmetric_ort(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method,
+            quantize_symmetric_ort(source, out, batcher=batcher, method=self.options.calib_method,
                                    exclude=exclude, cache_path=cache)
         else:
-            quantize(self.path("fp32"), out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
+            quantize(source, out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
                      exclude=exclude)
 
-    def _sensitivity(self, graph, batcher, base: list[str], cache: Path, staging: Path):
-        """Sweep (or reuse the cached sweep) over the FP32 ``graph``; returns the table and the node lists of
-        FP32 groups."""
+    def _sensitivity(self, source: Path, graph, batcher, base: list[str], cache: Path, staging: Path):
+        """Sweep (or reuse the cached sweep) over the groups of ``graph`` (the FP32 model; ``source`` is its
+        rounded copy, which is what gets quantized); returns the table and the node lists of FP32 groups."""
         groups = sensitivity.quantizable_groups(graph, set(base))
         table_cache = cache.with_suffix(".sensitivity.json")
         rows = sensitivity.load_table(table_cache, groups) if self.options.sensitivity else []
         if self.options.sensitivity and rows is None:
             if not cache.is_file():  # calibrate once with ONNX Runtime (writes the ranges the sweep reuses)
-                self._calibrate(staging, batcher, cache, base)
+                self._calibrate(source, staging, batcher, cache, base)
             inputs = [batch for batch, _ in zip(batcher, range(PARITY_IMAGES))]
             rows = sensitivity.sweep(self.path("fp32"), groups, inputs, method=self.options.calib_method,
-                                     cache_path=cache, progress=self.progress)
+                                     cache_path=cache, source=source, progress=self.progress)
             sensitivity.choose_float_groups(rows)
             sensitivity.save_table(rows, table_cache)
         rows = rows or []

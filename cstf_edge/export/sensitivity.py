@@ -64,14 +64,17 @@ def quantizable_groups(graph, excluded: set[str]) -> dict[str, list[str]]:
 
 
 def sweep(fp32_path: Path, groups: dict[str, list[str]], inputs: list[np.ndarray], *, method: str,
-          cache_path: Path, progress: bool = True) -> list[GroupSensitivity]:
-    """Quantize each group alone (ranges from the calibration cache) and measure its output error."""
+          cache_path: Path, source: Path | None = None, progress: bool = True) -> list[GroupSensitivity]:
+    """Quantize each group of ``source`` (default ``fp32_path``; the export passes the copy whose weights are
+    rounded onto the INT8 grid) alone, with ranges from the calibration cache, and measure its output error
+    against ``fp32_path``."""
     reference = run_onnx(fp32_path, inputs)
+    source = source or fp32_path
     rows = []
     with tempfile.TemporaryDirectory(prefix="cstf-sweep-") as tmp:
         trial = Path(tmp) / "trial.onnx"
         for group, nodes in tqdm(groups.items(), desc="sensitivity", unit="group", disable=not progress):
-            quantize(fp32_path, trial, batcher=None, method=method, cache_path=cache_path, only=nodes)
+            quantize(source, trial, batcher=None, method=method, cache_path=cache_path, only=nodes)
             rows.append(GroupSensitivity(group, len(nodes), *output_error(reference, run_onnx(trial, inputs))))
     return rows
 
