@@ -157,7 +157,8 @@ def test_matcher_keeps_the_network_matches_when_the_refinement_declines(monkeypa
     with cstf_module.CSTFMatch(refine=False) as network_only:
         expected = network_only.match(reference, query)
     monkeypatch.setattr(cstf_module, "refine_registration", lambda *args: None)
+    monkeypatch.setattr(cstf_module.global_search, "register", lambda *args: None)
     with cstf_module.CSTFMatch() as matcher:
         got = matcher.match(reference, query)
-        assert matcher.last_refined is False and matcher.name == "cstf"
+        assert matcher.last_refined is False and matcher.name == "cstf" and matcher.last_stage == "network"
     assert len(got) == len(expected) > 0 and np.allclose(got.ref_xy, expected.ref_xy)

@@ -78,7 +78,7 @@ def run(args) -> int:
         estimate = estimate_transform(matches.ref_xy, matches.qry_xy, args.transform)
         seconds = time.perf_counter() - start
     result = summary(matches, estimate, seconds, getattr(matcher, "last_turn", None),
-                     getattr(matcher, "last_refined", None))
+                     getattr(matcher, "last_refined", None), getattr(matcher, "last_stage", None))
     if args.out:
         for path in write_outputs(Path(args.out), reference, query, matches, estimate, result):
             log.info("wrote %s", path)

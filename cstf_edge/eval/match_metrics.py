@@ -51,6 +51,7 @@ class PairResult:
     scored: bool = True
     note: str = ""
     transform: list | None = None
+    stage: str = ""  # CSTF: the stage that answered (network, network + refinement, global search)
 
 
 def project(transform: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -105,7 +106,7 @@ def evaluate_pair(pair: MatchPair, matcher: Matcher, transform: str = "affine",
         pair.name, pair.modality, matcher.name, len(matches), n_correct, ratio, rmse, estimate.num_inliers,
         grid, bool(estimate.ok and grid < tol), seconds, estimate.reason, not pair.gt_known_wrong,
         NOT_SCORED if pair.gt_known_wrong else "",
-        None if estimate.transform is None else estimate.transform.tolist())
+        None if estimate.transform is None else estimate.transform.tolist(), getattr(matcher, "last_stage", ""))
 
 
 def _mean(values: list[float]) -> float:

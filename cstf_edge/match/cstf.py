@@ -21,6 +21,11 @@ similarity where there is none) is refined by dense template matching of modalit
 channels (:mod:`cstf_edge.match.refine`). The first refinement that can be trusted ends the search and its
 correspondences are returned instead of the network's (``last_refined`` says whether they were); so a
 realigned pass runs only where the refinement of the first pass declined.
+
+Global search (with ``refine``): where no pass gave a transform the refinement confirmed, a low-resolution
+search over every turn proposes candidates (:mod:`cstf_edge.match.global_search`), accepted only with strong
+support from the refinement. ``last_stage`` says which stage answered: ``network``, ``network +
+refinement`` or ``global search``.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import cv2
 import numpy as np
 
 from cstf_edge.errors import CstfError
+from cstf_edge.match import global_search
 from cstf_edge.match.baselines import Matches
 from cstf_edge.match.estimate import Estimate, estimate_transform
 from cstf_edge.match.refine import refine_registration
@@ -89,7 +95,7 @@ class CSTFMatch:
         self.passes = passes
         self.refine = refine
         self.name = "cstf" if refine else "cstf-net"
-        self.last_turn, self.last_pass, self.last_refined = 0, 1, False
+        self.last_turn, self.last_pass, self.last_refined, self.last_stage = 0, 1, False, "network"
 
     def __enter__(self) -> "CSTFMatch":
         if not self.runner.active:
@@ -158,9 +164,20 @@ class CSTFMatch:
     def match(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
         """The dense refinement's correspondences, or the network's of the best quarter turn or realigned
         pass (module docstring)."""
+        self.last_pass, self.last_refined, self.last_stage = 1, False, "network"
+        best = self._network(reference_bgr, query_bgr)
+        if self.last_refined or not self.refine:
+            return best
+        found = global_search.register(reference_bgr, query_bgr)
+        if found is None:
+            return best
+        self.last_refined, self.last_stage = True, "global search"
+        return found
+
+    def _network(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
+        """The network's passes, each refined where ``refine`` (sets ``last_pass``, ``last_refined``)."""
         reference, ref_box = letterbox(reference_bgr, self.runner.info.preprocess)
         best, fit = self._search(reference, ref_box, query_bgr)
-        self.last_pass, self.last_refined = 1, False
         if not fit.ok:
             return best
         transform, best_fine = fit.transform, _fine_fit(best)
@@ -175,6 +192,6 @@ class CSTFMatch:
                 start = best_fine.transform if best_fine.ok else transform
                 refined = refine_registration(reference_bgr, query_bgr, start)
                 if refined is not None:
-                    self.last_refined = True
+                    self.last_refined, self.last_stage = True, "network + refinement"
                     return refined
         return best

@@ -83,9 +83,10 @@ def checkerboard(reference: np.ndarray, warped: np.ndarray, squares: int = CHECK
 
 
 def summary(matches: Matches, estimate: Estimate, seconds: float, turn: int | None = None,
-            refined: bool | None = None) -> dict:
+            refined: bool | None = None, stage: str | None = None) -> dict:
     """The ``--json`` object (``transform`` None when no transform is trusted, with ``reason``; for CSTF,
-    the query's quarter turns and whether the dense refinement's matches were used)."""
+    the query's quarter turns, whether the dense refinement's matches were used and the stage that
+    answered)."""
     result = {"num_matches": len(matches), "num_inliers": estimate.num_inliers,
               "transform": None if estimate.transform is None else np.round(estimate.transform, 9).tolist(),
               "seconds": round(seconds, 4)}
@@ -93,6 +94,8 @@ def summary(matches: Matches, estimate: Estimate, seconds: float, turn: int | No
         result["query_quarter_turns"] = turn
     if refined is not None:
         result["refined"] = refined
+    if stage is not None:
+        result["stage"] = stage
     if not estimate.ok:
         result["reason"] = estimate.reason
     return result

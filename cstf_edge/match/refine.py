@@ -153,7 +153,7 @@ def _peaks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return keep, np.stack([bx - radius + dx, by - radius + dy], axis=1), np.clip(margin, 0.0, 1.0)
 
 
-def _scaling(scale: float) -> np.ndarray:
+def scaling(scale: float) -> np.ndarray:
     """Full-resolution OpenCV pixels -> pixels of an image resized by ``scale`` (pixel centres kept)."""
     offset = 0.5 * scale - 0.5
     return np.array([[scale, 0.0, offset], [0.0, scale, offset], [0.0, 0.0, 1.0]])
@@ -168,7 +168,7 @@ def _level_matches(reference: np.ndarray, query: np.ndarray, transform: np.ndarr
     """One level: reference and query gray (full resolution), ``transform`` reference -> query."""
     if min(reference.shape) * level.scale < 2 * (level.half + level.radius + 1) + 1:
         return Matches.empty()  # too small for one template and its search window
-    to_level = _scaling(level.scale)
+    to_level = scaling(level.scale)
     ref_level = reference if level.scale == 1 else cv2.resize(reference, None, fx=level.scale, fy=level.scale,
                                                               interpolation=cv2.INTER_AREA)  # exact factor
     size = (ref_level.shape[1], ref_level.shape[0])
@@ -199,7 +199,7 @@ def _working_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = min(1.0, MAX_SIDE / max(gray.shape))
     if scale == 1.0:
         return gray, np.eye(3)
-    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), _scaling(scale)
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scaling(scale)
 
 
 def refine_registration(reference: np.ndarray, query: np.ndarray, transform: np.ndarray,
