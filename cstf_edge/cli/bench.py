@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the export's per-layer INT8 sensitivity sweep (faster, maybe less accurate)")
     parser.add_argument("--fp32-groups", metavar="SCOPES", default="",
                         help="INT8 export: comma list of node scopes kept FP32, as the export's --fp32-groups "
-                        "(export/cpu-int8-relu.toml keeps /backbone/stem for the cstf-n-relu weights)")
+                        "(e.g. /backbone/stem; none by default)")
     parser.add_argument("--peers", nargs="?", const="yolov8n-obb", default="",
                         help="also run Ultralytics OBB peers through the same runtime path: a comma list of model "
                         "names built from their yaml (untrained: timed only), trained .pt weights, or .onnx files "

@@ -79,6 +79,9 @@ def run(args) -> int:
         seconds = time.perf_counter() - start
     result = summary(matches, estimate, seconds, getattr(matcher, "last_turn", None),
                      getattr(matcher, "last_refined", None), getattr(matcher, "last_stage", None))
+    if estimate.ok and result.get("stage") == "network" and not args.no_refine:
+        log.warning("the dense refinement could not confirm this transform (stage: network alone); check "
+                    "checkerboard.png before relying on it")
     if args.out:
         for path in write_outputs(Path(args.out), reference, query, matches, estimate, result):
             log.info("wrote %s", path)
