@@ -246,7 +246,7 @@ def test_cuda_variants_on_a_machine_without_one_say_so(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_int8_artifact_calibrated_otherwise_is_stale(scenes, bench_out):
+def test_an_int8_artifact_calibrated_otherwise_is_stale(scenes, bench_out, tmp_path):
     from cstf_edge.bench.variants import Artifacts
     from cstf_edge.model.checkpoint import shipped_weights
 
@@ -262,6 +262,19 @@ def test_an_int8_artifact_calibrated_otherwise_is_stale(scenes, bench_out):
     assert not other.fresh(other.path(int8)) and other.fresh(other.path(fp32))
     stem_fp32 = artifacts("minmax", ("/backbone/stem",))  # an INT8 made with other FP32 groups is remade
     assert not stem_fp32.fresh(stem_fp32.path(int8)) and stem_fp32.fresh(stem_fp32.path(fp32))
+    import onnx
+
+    from cstf_edge.bench.variants import read_artifact_info
+    from cstf_edge.export.onnx_export import set_metadata
+
+    info = read_artifact_info(same.path(int8))  # one made with nearest rounding (before the export rounded)
+    assert info.extra["weight_rounding"] == "sum-preserving-v1"
+    info.extra["weight_rounding"] = "nearest"
+    model = onnx.load(str(same.path(int8)))
+    set_metadata(model, info)
+    nearest = tmp_path / same.path(int8).name
+    onnx.save(model, str(nearest))
+    assert not same.fresh(nearest)
 
 
 @pytest.mark.slow

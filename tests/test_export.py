@@ -67,8 +67,8 @@ def test_relu_profile_names_its_weights_and_fp32_groups_select_scopes(tmp_path, 
     assert int8_float_nodes(graph, ("/backbone/stem",)) == ["/backbone/stem/conv/Conv", "/head/levels.0/cls_out/Conv"]
     flags = SimpleNamespace(profile=None, dynamic_batch=None, fp32_groups="/backbone/stem, /neck/",
                             **{k: None for k in ("weights", "precision", "target", "calib", "calib_method", "val",
-                                                 "imgsz", "batch", "with_reference", "sensitivity", "workspace_gib",
-                                                 "dla_core", "name", "out")})
+                                                 "imgsz", "batch", "with_reference", "sensitivity", "weight_rounding",
+                                                 "workspace_gib", "dla_core", "name", "out")})
     assert options_from_args(flags).fp32_groups == ("/backbone/stem", "/neck/")
 
 
@@ -90,6 +90,7 @@ def test_profile_with_an_unknown_key_names_it(tmp_path):
     ({"dynamic_batch": (4, 2)}, "4:2"),
     ({"dla_core": 0}, "--target tensorrt"),
     ({"precision": "int8"}, "calibration set"),
+    ({"weight_rounding": "stochastic"}, "--weight-rounding 'stochastic' is not one of sum-preserving, nearest"),
 ])
 def test_impossible_options_are_refused(overrides, message):
     with pytest.raises(ExportError, match=message):

@@ -9,8 +9,8 @@ How a peer is run, exactly (also written into each row's ``how``):
   is built from its yaml with the classes of the weights under test (the data's): untrained, so it is timed,
   not scored.
   A ``.pt`` is copied to a temporary folder first (the exporter writes beside its input).
-- **INT8**: the same ONNX Runtime static quantizer, calibration manifest, batcher (the runtime's preprocessing)
-  and method as cstf-n's INT8 (:func:`cstf_edge.export.quantize_ort.quantize`). As for cstf-n, the head's
+- **INT8**: the same ONNX Runtime static quantizer, calibration manifest, batcher (the runtime's preprocessing),
+  method and sum-preserving weight rounding as cstf-n's INT8 (:func:`cstf_edge.export.quantize_ort.quantize`). As for cstf-n, the head's
   output convolutions and the decode after them (DFL, distances -> box, angle) stay FP32
   (:func:`float_nodes`).
 - **Run** by :class:`UltralyticsObbRunner` inside the project's :class:`~cstf_edge.runtime.Detector`: the same
@@ -200,21 +200,26 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
 
     from cstf_edge.export.calibration import calibration_cache
     from cstf_edge.export.quantize_ort import finish_int8, quantize
+    from cstf_edge.export.weight_rounding import SCHEME, round_conv_weights
 
     info = _info(fp32)
-    key, cache = calibration_cache(f"peer-{fp32.stem}", fp32, info.preprocess, batcher.paths, method, "onnxruntime")
-    staging = out.with_name(f".{out.name}.staging")
+    staging, rounded = out.with_name(f".{out.name}.staging"), out.with_name(f".{out.name}.rounded")
     try:
         graph = onnx.load(str(fp32), load_external_data=False).graph
-        quantize(fp32, staging, batcher=batcher, method=method, exclude=float_nodes(graph), cache_path=cache)
+        exclude = float_nodes(graph)
+        round_conv_weights(fp32, rounded, exclude)
+        key, cache = calibration_cache(f"peer-{fp32.stem}", rounded, info.preprocess, batcher.paths, method,
+                                       "onnxruntime")
+        quantize(rounded, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache)
         finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
-                                                         "cache_key": key}})
+                                                         "cache_key": key}, "weight_rounding": SCHEME})
     except CstfError:
         raise
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises its own and plain types
         raise PeerError(f"{fp32}: INT8 quantization failed ({type(exc).__name__}: {exc})") from None
     finally:
         staging.unlink(missing_ok=True)
+        rounded.unlink(missing_ok=True)
 
 
 # ---- running ---------------------------------------------------------------------------------------------
@@ -296,13 +301,15 @@ class PeerArtifacts:
         return info if info.extra.get("source") == source_record(spec, len(self.class_names)) else None
 
     def _fresh_int8(self, path: Path, fp32_info: ArtifactInfo) -> bool:
-        """Quantized from the current FP32 file with this calibration manifest and method."""
+        """Quantized from the current FP32 file with this calibration manifest and method, and the export's
+        weight rounding."""
         from cstf_edge.bench.variants import calibrated_with
+        from cstf_edge.export.weight_rounding import SCHEME
 
         if not path.is_file():
             return False
         info = _info(path)
-        return (info.source_sha256 == fp32_info.source_sha256
+        return (info.source_sha256 == fp32_info.source_sha256 and info.extra.get("weight_rounding") == SCHEME
                 and calibrated_with(info.extra.get("calibration") or {}, self.calibration, self.method))
 
     def _batcher(self, info: ArtifactInfo):

@@ -190,12 +190,16 @@ class Artifacts:
 
     def _same_calibration(self, info) -> bool:
         """An INT8 artifact counts only when calibrated on this run's manifest with this method, with the same
-        FP32 groups."""
+        FP32 groups and the export's weight rounding (one made before it, with nearest rounding, is remade)."""
+        from cstf_edge.export.weight_rounding import SCHEME as WEIGHT_ROUNDING
+
         if info.precision != "int8":
             return True
         made = info.extra.get("calibration")
         same_groups = tuple(info.extra.get("fp32_groups", ())) == tuple(self.options.fp32_groups)
-        return same_groups and (not made or calibrated_with(made, self.options.calibration(), self.options.calib_method))
+        same_rounding = info.extra.get("weight_rounding") == WEIGHT_ROUNDING
+        return same_groups and same_rounding and (
+            not made or calibrated_with(made, self.options.calibration(), self.options.calib_method))
 
     def ensure(self, variant: Variant) -> Path:
         """The artifact of ``variant``, exported now when missing or stale (raises the export's error)."""

@@ -5,8 +5,8 @@ import argparse
 import json
 import logging
 
-from cstf_edge.export.options import (CALIB_METHODS, PRECISIONS, TARGETS, build_options, parse_batch_range,
-                                      parse_scopes)
+from cstf_edge.export.options import (CALIB_METHODS, PRECISIONS, TARGETS, WEIGHT_ROUNDINGS, build_options,
+                                      parse_batch_range, parse_scopes)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp32-groups", metavar="SCOPES",
                         help="INT8: comma list of node-name scopes kept FP32 besides those the sweep keeps, "
                         "e.g. /backbone/stem")
+    parser.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS,
+                        help="INT8: how convolution weights reach the INT8 grid: sum-preserving (default; each "
+                        "kernel's rounding errors cancel) or nearest (the quantizer's own rounding)")
     parser.add_argument("--workspace-gib", type=float, help="TensorRT builder workspace (default 4)")
     parser.add_argument("--dla-core", type=int, help="TensorRT: build for this DLA core (Jetson), GPU fallback on")
     parser.add_argument("--name", help="artifact base name (default <model>-<imgsz>)")
@@ -67,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace):
     overrides = {key: getattr(args, key) for key in (
         "weights", "precision", "target", "calib", "calib_method", "val", "imgsz", "batch", "with_reference",
-        "sensitivity", "workspace_gib", "dla_core", "name", "out")}
+        "sensitivity", "weight_rounding", "workspace_gib", "dla_core", "name", "out")}
     overrides["dynamic_batch"] = parse_batch_range(args.dynamic_batch) if args.dynamic_batch else None
     overrides["fp32_groups"] = parse_scopes(args.fp32_groups)
     return build_options(args.profile, overrides)

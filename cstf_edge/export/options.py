@@ -27,6 +27,7 @@ else:  # pragma: no cover - Python 3.10
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("onnxruntime", "tensorrt")
 CALIB_METHODS = ("entropy", "minmax", "percentile")
+WEIGHT_ROUNDINGS = ("sum-preserving", "nearest")  # INT8 weights: see export/weight_rounding.py
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ExportOptions:
     dla_core: int | None = None
     sensitivity: bool = True
     fp32_groups: tuple[str, ...] = ()  # INT8: node-name scopes kept FP32 besides the sweep's, e.g. /backbone/stem
+    weight_rounding: str = "sum-preserving"  # INT8: or "nearest" (the quantizer's own rounding alone)
     profile: str | None = None
     name: str | None = None
     extra: dict = field(default_factory=dict)
@@ -58,6 +60,7 @@ class ExportOptions:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("target", self.target, TARGETS)
         _one_of("calib-method", self.calib_method, CALIB_METHODS)
+        _one_of("weight-rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
         if self.imgsz <= 0 or self.imgsz % 64:
             raise ExportError(f"--imgsz {self.imgsz} is not a positive multiple of 64 (the coarsest stride, 32, "
                               "pooled once more by the correspondence); use e.g. 512, 640 or 1024")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
 from functools import cached_property
 from pathlib import Path
@@ -107,7 +108,10 @@ class ExportRun:
         source = self.out / f".{self.name}.int8.rounded.onnx"  # what is calibrated and quantized
         staging = self.out / f".{self.name}.int8.staging.onnx"
         try:
-            round_conv_weights(self.path("fp32"), source, exclude=base)
+            if self.options.weight_rounding == "sum-preserving":
+                round_conv_weights(self.path("fp32"), source, exclude=base)
+            else:  # nearest: the quantizer rounds the FP32 weights itself
+                shutil.copyfile(self.path("fp32"), source)
             key, cache = calibration_cache(self.name, source, self.spec, paths, self.options.calib_method,
                                            self.options.target)
             log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
@@ -119,7 +123,8 @@ class ExportRun:
             source.unlink(missing_ok=True)
         extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
                  "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
-                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32], "weight_rounding": ROUNDING}
+                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32],
+                 "weight_rounding": ROUNDING if self.options.weight_rounding == "sum-preserving" else "nearest"}
         int8_info = finish_int8(staging, self.path("int8"), info, extra)
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
