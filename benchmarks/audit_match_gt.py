@@ -4,7 +4,10 @@ For every pair of an ``eval-match`` report, the query is warped onto the referen
 each method's estimated transform, and the alignment is scored densely: zero-mean normalised
 cross-correlation of the orientation channels (``cstf_edge.match.refine.orientation_channels``, robust to
 contrast reversal) over the overlap. Where independent methods agree with each other, several pixels from
-the GT, and all align the images better than the GT does, the GT is the likelier culprit. Writes a table
+the GT, and all align the images better than the GT does, the GT is the likelier culprit. (The
+score is what the dense refinement maximises, so CSTF beating the GT on it is weak evidence alone; agreement
+with an independent method such as SIFT is the stronger part.) All transforms of a pair are scored over the
+same pixels (where every warp lands). Writes a table
 per pair (``gt_audit.md``, ``gt_audit.json``) and, with ``--picture NAME``, ``gt_audit.png``: that pair's query
 edges (red) on the reference under the GT (left) and under the first method's estimate (right), a
 ``--zoom X,Y,SIDE`` window of the reference enlarged twice.
@@ -29,22 +32,41 @@ from cstf_edge.match.pairs import read_pairs
 from cstf_edge.match.refine import orientation_channels
 
 EDGE_MARGIN = 8  # px of the overlap's border left out (interpolation and padding)
+MIN_OVERLAP = 1000  # px: a warp that covers less of the reference is not scored
 
 
-def alignment_score(reference: np.ndarray, query: np.ndarray, transform: np.ndarray) -> float:
-    """Zero-mean NCC of orientation channels between the reference and the query warped onto it by
-    ``transform`` (reference -> query), over the overlap; -1 when they hardly overlap."""
+def _warped(query: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The query (gray) warped onto the reference frame by ``transform`` (reference -> query), and where it
+    lands (eroded by ``EDGE_MARGIN``)."""
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    aligned = cv2.warpPerspective(query, transform, size, flags=flags)
+    valid = cv2.warpPerspective(np.ones(query.shape, np.uint8), transform, size, flags=cv2.INTER_NEAREST | flags)
+    return aligned, cv2.erode(valid, np.ones((2 * EDGE_MARGIN + 1,) * 2, np.uint8)) > 0
+
+
+def alignment_scores(reference: np.ndarray, query: np.ndarray, transforms: list[np.ndarray]) -> list[float]:
+    """Zero-mean NCC of orientation channels between the reference and the query warped onto it by each
+    transform (reference -> query), all over the same pixels (where every warp lands); nan when they hardly
+    overlap or one side has no structure there."""
     ref, qry = to_gray(reference), to_gray(query)
     size = (ref.shape[1], ref.shape[0])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    aligned = cv2.warpPerspective(qry, transform, size, flags=flags)
-    valid = cv2.warpPerspective(np.ones(qry.shape, np.uint8), transform, size, flags=cv2.INTER_NEAREST | flags)
-    valid = cv2.erode(valid, np.ones((2 * EDGE_MARGIN + 1,) * 2, np.uint8)) > 0
-    if valid.sum() < 1000:
-        return -1.0
-    a, b = orientation_channels(ref)[valid], orientation_channels(aligned)[valid]
-    a, b = a - a.mean(0), b - b.mean(0)
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+    warps = [_warped(qry, t, size) for t in transforms]
+    usable = [valid.sum() >= MIN_OVERLAP for _, valid in warps]  # a transform far off scores nan, alone
+    common = np.logical_and.reduce([valid for (_, valid), ok in zip(warps, usable) if ok] or [np.zeros(1, bool)])
+    if common.sum() < MIN_OVERLAP:
+        return [float("nan")] * len(transforms)
+    a = orientation_channels(ref)[common]
+    a = a - a.mean(0)
+    scores = []
+    for (aligned, _), ok in zip(warps, usable):
+        if not ok:
+            scores.append(float("nan"))
+            continue
+        b = orientation_channels(aligned)[common]
+        b = b - b.mean(0)
+        norm = np.sqrt((a * a).sum() * (b * b).sum())
+        scores.append(float((a * b).sum() / norm) if norm > 0 else float("nan"))
+    return scores
 
 
 def overlay(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, zoom: tuple[int, int, int],
@@ -61,6 +83,17 @@ def overlay(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, zoo
     return window
 
 
+def _finite(value):
+    """nan -> None, recursively (JSON has no nan)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", help="report.json written by cstf-edge eval-match --out")
@@ -75,25 +108,27 @@ def main() -> None:
     estimates = {(r["name"], r["method"]): r["transform"] for r in rows if r["transform"] is not None}
     wanted, methods = set(filter(None, args.modalities.split(","))), args.methods.split(",")
     zoom = tuple(int(v) for v in args.zoom.split(","))
-    table = []
+    table, drawn = [], False
     for folder in args.pairs:
         for pair in read_pairs(folder):
             if wanted and pair.modality not in wanted:
                 continue
             reference, query = read_image(pair.reference), read_image(pair.query)
-            row = {"pair": pair.name, "gt_score": round(alignment_score(reference, query, pair.transform), 4)}
-            for method in methods:
-                if (pair.name, method) in estimates:
-                    matrix = np.array(estimates[(pair.name, method)])
-                    row[method] = {"score": round(alignment_score(reference, query, matrix), 4),
-                                   "px_from_gt": round(grid_rmse(matrix, pair.transform,
-                                                                 (query.shape[1], query.shape[0])), 2)}
+            found = [m for m in methods if (pair.name, m) in estimates]
+            matrices = [np.array(estimates[(pair.name, m)]) for m in found]
+            scores = alignment_scores(reference, query, [pair.transform] + matrices)
+            row = {"pair": pair.name, "gt_score": round(scores[0], 4)}
+            for method, matrix, score in zip(found, matrices, scores[1:]):
+                row[method] = {"score": round(score, 4), "px_from_gt": round(grid_rmse(
+                    matrix, pair.transform, (query.shape[1], query.shape[0])), 2)}
             table.append(row)
-            if pair.name == args.picture and (pair.name, methods[0]) in estimates:
-                estimate = np.array(estimates[(pair.name, methods[0])])
+            if pair.name == args.picture and found and found[0] == methods[0]:
                 pictures = [overlay(reference, query, pair.transform, zoom, "ground truth"),
-                            overlay(reference, query, estimate, zoom, methods[0])]
+                            overlay(reference, query, matrices[0], zoom, methods[0])]
                 write_image(Path(args.out) / "gt_audit.png", np.hstack(pictures))
+                drawn = True
+    if args.picture and not drawn:
+        print(f"no picture: {args.picture} is not among the pairs or has no {methods[0]} estimate")
     lines = ["| pair | GT score | " + " | ".join(f"{m} score (px from GT)" for m in methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for row in table:
@@ -101,7 +136,7 @@ def main() -> None:
         lines.append(f"| {row['pair']} | {row['gt_score']:.3f} | " + " | ".join(cells) + " |")
     out = Path(args.out)
     atomic_write_text(out / "gt_audit.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "gt_audit.json", json.dumps(table, indent=1) + "\n")
+    atomic_write_text(out / "gt_audit.json", json.dumps(_finite(table), indent=1) + "\n")
     print("\n".join(lines))
 
 

@@ -130,7 +130,17 @@ def test_calibration_batches_equal_the_runtime_preprocessing(scenes):
 
 
 @pytest.mark.slow
-def test_int8_export_end_to_end(tmp_path, scenes):
+def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
+    from cstf_edge.export import sensitivity
+
+    choose = sensitivity.choose_float_groups
+
+    def also_stage1(rows, *args, **kwargs):  # a group of convolutions kept FP32, as the sweep may keep one
+        for row in rows:
+            row.kept_fp32 = row.kept_fp32 or row.group == "/backbone/stage1"
+        return choose(rows, *args, **kwargs)
+
+    monkeypatch.setattr(sensitivity, "choose_float_groups", also_stage1)
     options = ExportOptions(precision="int8", imgsz=SIZE, calib=str(scenes["calib"]), val=str(scenes["val"]),
                             out=str(tmp_path / "out"))
     summary = run_export(options, progress=False)
@@ -154,6 +164,19 @@ def test_int8_export_end_to_end(tmp_path, scenes):
     slices = [n.name for n in fp32_graph.node
               if n.op_type in ("Slice", "Split") and n.name.startswith(("/backbone/", "/neck/"))]
     assert not slices, f"CSP halves should be two convolutions, not slices: {slices}"
+    # Convolutions that stay FP32 in the INT8 model (the head's outputs, a group the sweep keeps) keep the FP32
+    # weights: only those that become INT8 are rounded onto the grid.
+    from onnx import numpy_helper
+
+    int8_graph = onnx.load(str(out / f"cstf-n-{SIZE}.int8.onnx")).graph
+    fp32_weights = {i.name: numpy_helper.to_array(i) for i in fp32_graph.initializer}
+    int8_weights = {i.name: numpy_helper.to_array(i) for i in int8_graph.initializer}
+    kept = [n for n in int8_graph.node if n.op_type == "Conv" and ("_out/" in n.name or "/stage1/" in n.name)]
+    assert any("/stage1/" in n.name for n in kept)
+    assert kept and all(n.input[1] in int8_weights for n in kept)
+    fp32_conv = {n.name: n.input[1] for n in fp32_graph.node if n.op_type == "Conv"}
+    for node in kept:
+        np.testing.assert_array_equal(int8_weights[node.input[1]], fp32_weights[fp32_conv[node.name]])
     sweep = json.loads((out / "cstf-n-256.int8.sensitivity.json").read_text())
     assert len(sweep) > 10 and all(row["score_error"] >= 0 for row in sweep)
     # The runtime reads what the export wrote, and the INT8 model carries Q/DQ nodes and its calibration.

@@ -62,3 +62,13 @@ def test_matcher_falls_back_on_the_search_only_when_the_network_finds_nothing(mo
     assert fit.ok and grid_rmse(fit.transform, truth, (320, 320)) < 0.5
     with cstf_module.CSTFMatch(refine=False) as network_only:  # cstf-net: the network's answer alone
         assert len(network_only.match(reference, query)) == 0 and network_only.last_stage == "network"
+
+
+def test_a_search_at_an_exact_working_pixel_shift_composes_the_transform_exactly():
+    """Query: a non-square crop of the reference at an even offset (a whole pixel at the working scale of 1/2):
+    the untouched turn's candidate is that translation, to float precision."""
+    reference = _scene(256, seed=4)  # 256 px: searched at 128, a factor of 1/2
+    query = reference[20:180, 40:240]  # 160 x 200
+    truth = _affine(0.0, 1.0, -40.0, -20.0)  # reference -> query
+    best = next(c for c in global_search.search(reference, query) if c.angle == 0.0 and c.scale == 1.0)
+    assert np.abs(best.transform - truth).max() < 1e-6

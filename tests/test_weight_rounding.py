@@ -30,7 +30,7 @@ def test_rounded_weights_lie_on_the_grid_and_keep_each_channel_maximum():
                                rtol=1e-6)
 
 
-def test_each_kernel_slice_errors_sum_to_under_half_a_step():
+def test_each_kernel_slice_errors_sum_to_at_most_half_a_step():
     weight = _weights(1)
     _, error = _steps(weight, round_to_int8_grid(weight))
     assert np.abs(error).max() <= 1.0 + 1e-4  # no weight moves by more than one step
@@ -57,6 +57,15 @@ def test_zero_and_tiny_channels_are_left_valid():
     weight[2] = 1e-12
     rounded = round_to_int8_grid(weight)
     assert np.isfinite(rounded).all() and not rounded[1].any()
+
+
+def test_pointwise_kernels_round_to_nearest_and_depthwise_kernels_work():
+    pointwise = _weights(7, (16, 8, 1, 1))
+    scale = (np.abs(pointwise.reshape(16, -1)).max(1) / INT8_MAX)[:, None, None, None]
+    np.testing.assert_allclose(round_to_int8_grid(pointwise), np.round(pointwise / scale) * scale, rtol=0, atol=1e-6)
+    depthwise = _weights(8, (16, 1, 3, 3))
+    _, error = _steps(depthwise, round_to_int8_grid(depthwise))
+    assert np.abs(error.sum(axis=(2, 3))).max() <= 0.5 + 1e-4
 
 
 def _conv_model(path, weights: dict[str, np.ndarray], shared: bool = False):
@@ -87,8 +96,20 @@ def test_round_conv_weights_skips_excluded_and_shared_weights(tmp_path):
     found = _initializers(tmp_path / "r.onnx")
     np.testing.assert_array_equal(found["w0"], round_to_int8_grid(a))
     np.testing.assert_array_equal(found["w1"], b)
+    assert round_conv_weights(tmp_path / "m.onnx", tmp_path / "o.onnx", only=["/b/Conv"]) == 1
+    found = _initializers(tmp_path / "o.onnx")
+    np.testing.assert_array_equal(found["w0"], a)
+    np.testing.assert_array_equal(found["w1"], round_to_int8_grid(b))
     _conv_model(tmp_path / "s.onnx", {"/a/Conv": a, "/b/Conv": a}, shared=True)
     assert round_conv_weights(tmp_path / "s.onnx", tmp_path / "rs.onnx", exclude=[]) == 0
+
+
+def test_round_conv_weights_leaves_float16_weights_alone(tmp_path):
+    half = _weights(9, (4, 4, 3, 3)).astype(np.float16)
+    _conv_model(tmp_path / "h.onnx", {"/a/Conv": half})
+    assert round_conv_weights(tmp_path / "h.onnx", tmp_path / "r.onnx") == 0
+    found = _initializers(tmp_path / "r.onnx")["w0"]
+    assert found.dtype == np.float16 and np.array_equal(found, half)
 
 
 def test_onnx_runtime_quantizer_keeps_the_rounded_weights_exactly(tmp_path):

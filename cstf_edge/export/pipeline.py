@@ -103,31 +103,44 @@ class ExportRun:
         manifest = CalibrationManifest.load(self.options.calib)
         paths = manifest.image_paths(self.progress)
         batcher = CalibrationBatcher(paths, self.spec)
+        key, cache = calibration_cache(self.name, self.path("fp32"), self.spec, paths, self.options.calib_method,
+                                       self.options.target)
+        log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
+                 self.options.calib_method, cache, "reused" if cache.is_file() else "new")
         graph = _load_graph(self.path("fp32"))
         base = int8_float_nodes(graph, self.options.fp32_groups)
-        source = self.out / f".{self.name}.int8.rounded.onnx"  # what is calibrated and quantized
+        rounding = self.options.weight_rounding == "sum-preserving"
+        source = self.out / f".{self.name}.int8.rounded.onnx"  # the FP32 model with INT8-bound weights rounded
         staging = self.out / f".{self.name}.int8.staging.onnx"
         try:
-            if self.options.weight_rounding == "sum-preserving":
-                round_conv_weights(self.path("fp32"), source, exclude=base)
+            if self.options.target == "onnxruntime" or self.options.sensitivity:
+                self._ranges(batcher, cache, staging, base)
+            rows, float_groups = self._sensitivity(graph, batcher, base, cache, rounding)
+            exclude = base + [node for row in float_groups for node in row]
+            if rounding:  # only the convolutions that become INT8: those kept FP32 keep their weights
+                round_conv_weights(self.path("fp32"), source, exclude=exclude)
             else:  # nearest: the quantizer rounds the FP32 weights itself
                 shutil.copyfile(self.path("fp32"), source)
-            key, cache = calibration_cache(self.name, source, self.spec, paths, self.options.calib_method,
-                                           self.options.target)
-            log.info("calibration: %d images from %s, method %s, cache %s (%s)", len(paths), manifest.origin,
-                     self.options.calib_method, cache, "reused" if cache.is_file() else "new")
-            rows, float_groups = self._sensitivity(source, graph, batcher, base, cache, staging)
-            exclude = base + [node for row in float_groups for node in row]
             self._quantize(source, staging, batcher, cache, exclude)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         finally:
             source.unlink(missing_ok=True)
         extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
                  "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
                  "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32],
-                 "weight_rounding": ROUNDING if self.options.weight_rounding == "sum-preserving" else "nearest"}
+                 "weight_rounding": ROUNDING if rounding else "nearest"}
         int8_info = finish_int8(staging, self.path("int8"), info, extra)
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
+
+    def _ranges(self, batcher, cache: Path, staging: Path, base: list[str]) -> None:
+        """Calibrate the FP32 model once with ONNX Runtime unless ``cache`` holds its ranges: the sweep and the
+        CPU quantizer read them from there (the model they quantize has rounded weights; its ranges are the
+        FP32 model's, so the cache stays a function of the FP32 model)."""
+        if not cache.is_file():
+            self._calibrate(self.path("fp32"), staging, batcher, cache, base)
 
     def _quantize(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
         if self.options.target == "tensorrt":
@@ -139,8 +152,8 @@ class ExportRun:
             self._calibrate(source, out, batcher, cache, exclude)
 
     def _calibrate(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
-        """ONNX Runtime calibration of ``source`` whose ranges land in ``cache`` (Model Optimizer caches none):
-        the CPU quantizer, or for TensorRT targets its symmetric S8 twin."""
+        """Quantize ``source`` with ONNX Runtime, calibrating unless ``cache`` holds the ranges (Model Optimizer
+        caches none): the CPU quantizer, or for TensorRT targets its symmetric S8 twin."""
         if self.options.target == "tensorrt":
             from cstf_edge.export.quantize_modelopt import quantize_symmetric_ort
 
@@ -150,18 +163,16 @@ class ExportRun:
             quantize(source, out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
                      exclude=exclude)
 
-    def _sensitivity(self, source: Path, graph, batcher, base: list[str], cache: Path, staging: Path):
-        """Sweep (or reuse the cached sweep) over the groups of ``graph`` (the FP32 model; ``source`` is its
-        rounded copy, which is what gets quantized); returns the table and the node lists of FP32 groups."""
+    def _sensitivity(self, graph, batcher, base: list[str], cache: Path, rounding: bool):
+        """Sweep (or reuse the cached sweep) over the groups of ``graph`` (the FP32 model); returns the table and
+        the node lists of FP32 groups."""
         groups = sensitivity.quantizable_groups(graph, set(base))
-        table_cache = cache.with_suffix(".sensitivity.json")
+        table_cache = cache.with_suffix(".rounded.sensitivity.json" if rounding else ".sensitivity.json")
         rows = sensitivity.load_table(table_cache, groups) if self.options.sensitivity else []
         if self.options.sensitivity and rows is None:
-            if not cache.is_file():  # calibrate once with ONNX Runtime (writes the ranges the sweep reuses)
-                self._calibrate(source, staging, batcher, cache, base)
             inputs = [batch for batch, _ in zip(batcher, range(PARITY_IMAGES))]
             rows = sensitivity.sweep(self.path("fp32"), groups, inputs, method=self.options.calib_method,
-                                     cache_path=cache, source=source, progress=self.progress)
+                                     cache_path=cache, round_weights=rounding, progress=self.progress)
             sensitivity.choose_float_groups(rows)
             sensitivity.save_table(rows, table_cache)
         rows = rows or []

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from cstf_edge._io import atomic_write_text
 from cstf_edge.export.graph_policy import node_group
 from cstf_edge.export.quantize_ort import QUANT_OP_TYPES, quantize, run_onnx
+from cstf_edge.export.weight_rounding import round_conv_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,19 @@ def quantizable_groups(graph, excluded: set[str]) -> dict[str, list[str]]:
 
 
 def sweep(fp32_path: Path, groups: dict[str, list[str]], inputs: list[np.ndarray], *, method: str,
-          cache_path: Path, source: Path | None = None, progress: bool = True) -> list[GroupSensitivity]:
-    """Quantize each group of ``source`` (default ``fp32_path``; the export passes the copy whose weights are
-    rounded onto the INT8 grid) alone, with ranges from the calibration cache, and measure its output error
-    against ``fp32_path``."""
+          cache_path: Path, round_weights: bool = True, progress: bool = True) -> list[GroupSensitivity]:
+    """Quantize each group alone (ranges from the calibration cache; with ``round_weights`` its convolution
+    weights first put on the INT8 grid by sum-preserving rounding, as the export does, and only its) and
+    measure its output error against ``fp32_path``."""
     reference = run_onnx(fp32_path, inputs)
-    source = source or fp32_path
     rows = []
     with tempfile.TemporaryDirectory(prefix="cstf-sweep-") as tmp:
-        trial = Path(tmp) / "trial.onnx"
+        trial, source = Path(tmp) / "trial.onnx", Path(tmp) / "rounded.onnx"
         for group, nodes in tqdm(groups.items(), desc="sensitivity", unit="group", disable=not progress):
-            quantize(source, trial, batcher=None, method=method, cache_path=cache_path, only=nodes)
+            if round_weights:
+                round_conv_weights(fp32_path, source, only=nodes)
+            quantize(source if round_weights else fp32_path, trial, batcher=None, method=method,
+                     cache_path=cache_path, only=nodes)
             rows.append(GroupSensitivity(group, len(nodes), *output_error(reference, run_onnx(trial, inputs))))
     return rows
 

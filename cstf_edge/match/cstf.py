@@ -25,7 +25,7 @@ realigned pass runs only where the refinement of the first pass declined.
 Global search (with ``refine``): where no pass gave a transform the refinement confirmed, a low-resolution
 search over every turn proposes candidates (:mod:`cstf_edge.match.global_search`), accepted only with strong
 support from the refinement. ``last_stage`` says which stage answered: ``network``, ``network +
-refinement`` or ``global search``.
+refinement``, ``global search``, or ``none`` (no match at all).
 """
 from __future__ import annotations
 
@@ -170,8 +170,9 @@ class CSTFMatch:
             return best
         found = global_search.register(reference_bgr, query_bgr)
         if found is None:
+            self.last_stage = "network" if len(best) else "none"
             return best
-        self.last_refined, self.last_stage = True, "global search"
+        self.last_refined, self.last_stage, self.last_turn = True, "global search", None  # no quarter turn used
         return found
 
     def _network(self, reference_bgr: np.ndarray, query_bgr: np.ndarray) -> Matches:
