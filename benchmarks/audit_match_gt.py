@@ -38,15 +38,17 @@ MIN_OVERLAP = 1000  # px: a warp that covers less of the reference is not scored
 def _warped(query: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The query (gray) warped onto the reference frame by ``transform`` (reference -> query), and where it
     lands (eroded by ``EDGE_MARGIN``)."""
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    aligned = cv2.warpPerspective(query, transform, size, flags=flags)
-    valid = cv2.warpPerspective(np.ones(query.shape, np.uint8), transform, size, flags=cv2.INTER_NEAREST | flags)
+    aligned = cv2.warpPerspective(query, transform, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    valid = cv2.warpPerspective(np.ones(query.shape, np.uint8), transform, size,
+                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
     return aligned, cv2.erode(valid, np.ones((2 * EDGE_MARGIN + 1,) * 2, np.uint8)) > 0
 
 
-def alignment_scores(reference: np.ndarray, query: np.ndarray, transforms: list[np.ndarray]) -> list[float]:
+def alignment_scores(reference: np.ndarray, query: np.ndarray,
+                     transforms: list[np.ndarray]) -> tuple[list[float], int]:
     """Zero-mean NCC of orientation channels between the reference and the query warped onto it by each
-    transform (reference -> query), all over the same pixels (where every warp lands); nan when they hardly
+    transform (reference -> query), all over the same pixels (where every warp lands, those covering under
+    :data:`MIN_OVERLAP` px left out and scored nan), and how many pixels that is; nan when they hardly
     overlap or one side has no structure there."""
     ref, qry = to_gray(reference), to_gray(query)
     size = (ref.shape[1], ref.shape[0])
@@ -54,7 +56,7 @@ def alignment_scores(reference: np.ndarray, query: np.ndarray, transforms: list[
     usable = [valid.sum() >= MIN_OVERLAP for _, valid in warps]  # a transform far off scores nan, alone
     common = np.logical_and.reduce([valid for (_, valid), ok in zip(warps, usable) if ok] or [np.zeros(1, bool)])
     if common.sum() < MIN_OVERLAP:
-        return [float("nan")] * len(transforms)
+        return [float("nan")] * len(transforms), int(common.sum())
     a = orientation_channels(ref)[common]
     a = a - a.mean(0)
     scores = []
@@ -66,7 +68,7 @@ def alignment_scores(reference: np.ndarray, query: np.ndarray, transforms: list[
         b = b - b.mean(0)
         norm = np.sqrt((a * a).sum() * (b * b).sum())
         scores.append(float((a * b).sum() / norm) if norm > 0 else float("nan"))
-    return scores
+    return scores, int(common.sum())
 
 
 def overlay(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, zoom: tuple[int, int, int],
@@ -116,8 +118,8 @@ def main() -> None:
             reference, query = read_image(pair.reference), read_image(pair.query)
             found = [m for m in methods if (pair.name, m) in estimates]
             matrices = [np.array(estimates[(pair.name, m)]) for m in found]
-            scores = alignment_scores(reference, query, [pair.transform] + matrices)
-            row = {"pair": pair.name, "gt_score": round(scores[0], 4)}
+            scores, pixels = alignment_scores(reference, query, [pair.transform] + matrices)
+            row = {"pair": pair.name, "pixels_scored": pixels, "gt_score": round(scores[0], 4)}
             for method, matrix, score in zip(found, matrices, scores[1:]):
                 row[method] = {"score": round(score, 4), "px_from_gt": round(grid_rmse(
                     matrix, pair.transform, (query.shape[1], query.shape[0])), 2)}

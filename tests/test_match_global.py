@@ -61,7 +61,11 @@ def test_matcher_falls_back_on_the_search_only_when_the_network_finds_nothing(mo
     fit = estimate_transform(found.ref_xy, found.qry_xy, "affine")
     assert fit.ok and grid_rmse(fit.transform, truth, (320, 320)) < 0.5
     with cstf_module.CSTFMatch(refine=False) as network_only:  # cstf-net: the network's answer alone
-        assert len(network_only.match(reference, query)) == 0 and network_only.last_stage == "network"
+        assert len(network_only.match(reference, query)) == 0 and network_only.last_stage == "none"
+    monkeypatch.setattr(cstf_module.global_search, "register", lambda *args: None)
+    with cstf_module.CSTFMatch() as matcher:  # nothing anywhere: no matches, stage none
+        assert len(matcher.match(reference, query)) == 0 and matcher.last_stage == "none"
+        assert matcher.last_refined is False
 
 
 def test_a_search_at_an_exact_working_pixel_shift_composes_the_transform_exactly():

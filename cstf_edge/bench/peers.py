@@ -203,13 +203,14 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
     from cstf_edge.export.weight_rounding import SCHEME, round_conv_weights
 
     info = _info(fp32)
+    key, cache = calibration_cache(f"peer-{fp32.stem}", fp32, info.preprocess, batcher.paths, method, "onnxruntime")
     staging, rounded = out.with_name(f".{out.name}.staging"), out.with_name(f".{out.name}.rounded")
     try:
         graph = onnx.load(str(fp32), load_external_data=False).graph
         exclude = float_nodes(graph)
+        if not cache.is_file():  # ranges of the FP32 model, as for cstf-n
+            quantize(fp32, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache)
         round_conv_weights(fp32, rounded, exclude)
-        key, cache = calibration_cache(f"peer-{fp32.stem}", rounded, info.preprocess, batcher.paths, method,
-                                       "onnxruntime")
         quantize(rounded, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache)
         finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
                                                          "cache_key": key}, "weight_rounding": SCHEME})

@@ -113,27 +113,34 @@ class ExportRun:
         source = self.out / f".{self.name}.int8.rounded.onnx"  # the FP32 model with INT8-bound weights rounded
         staging = self.out / f".{self.name}.int8.staging.onnx"
         try:
-            if self.options.target == "onnxruntime" or self.options.sensitivity:
-                self._ranges(batcher, cache, staging, base)
-            rows, float_groups = self._sensitivity(graph, batcher, base, cache, rounding)
+            rows, float_groups = self._sensitivity(graph, batcher, base, cache, staging, rounding)
             exclude = base + [node for row in float_groups for node in row]
             if rounding:  # only the convolutions that become INT8: those kept FP32 keep their weights
                 round_conv_weights(self.path("fp32"), source, exclude=exclude)
             else:  # nearest: the quantizer rounds the FP32 weights itself
                 shutil.copyfile(self.path("fp32"), source)
+            if self._onnxruntime_quantizes():
+                self._ranges(batcher, cache, staging, base)
             self._quantize(source, staging, batcher, cache, exclude)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+            extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
+                     "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
+                     "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32],
+                     "weight_rounding": ROUNDING if rounding else "nearest"}
+            int8_info = finish_int8(staging, self.path("int8"), info, extra)
         finally:
             source.unlink(missing_ok=True)
-        extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
-                 "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
-                 "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32],
-                 "weight_rounding": ROUNDING if rounding else "nearest"}
-        int8_info = finish_int8(staging, self.path("int8"), info, extra)
+            staging.unlink(missing_ok=True)  # finish_int8 has moved it into place, or it failed
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
+
+    def _onnxruntime_quantizes(self) -> bool:
+        """Whether the final INT8 model is made by ONNX Runtime's quantizer (CPU targets, and TensorRT targets
+        without Model Optimizer), which reads the cached ranges."""
+        if self.options.target != "tensorrt":
+            return True
+        from cstf_edge.export.quantize_modelopt import modelopt_available
+
+        return modelopt_available() is None
 
     def _ranges(self, batcher, cache: Path, staging: Path, base: list[str]) -> None:
         """Calibrate the FP32 model once with ONNX Runtime unless ``cache`` holds its ranges: the sweep and the
@@ -163,13 +170,14 @@ class ExportRun:
             quantize(source, out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
                      exclude=exclude)
 
-    def _sensitivity(self, graph, batcher, base: list[str], cache: Path, rounding: bool):
+    def _sensitivity(self, graph, batcher, base: list[str], cache: Path, staging: Path, rounding: bool):
         """Sweep (or reuse the cached sweep) over the groups of ``graph`` (the FP32 model); returns the table and
         the node lists of FP32 groups."""
         groups = sensitivity.quantizable_groups(graph, set(base))
-        table_cache = cache.with_suffix(".rounded.sensitivity.json" if rounding else ".sensitivity.json")
+        table_cache = cache.with_suffix(f".{ROUNDING}.sensitivity.json" if rounding else ".sensitivity.json")
         rows = sensitivity.load_table(table_cache, groups) if self.options.sensitivity else []
         if self.options.sensitivity and rows is None:
+            self._ranges(batcher, cache, staging, base)
             inputs = [batch for batch, _ in zip(batcher, range(PARITY_IMAGES))]
             rows = sensitivity.sweep(self.path("fp32"), groups, inputs, method=self.options.calib_method,
                                      cache_path=cache, round_weights=rounding, progress=self.progress)

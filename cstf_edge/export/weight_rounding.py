@@ -8,8 +8,9 @@ convolution (3 input channels, weights of up to 9 after batch-norm folding, all-
 rounding alone cost cstf-n-relu 1.9 points of mAP. Here each ``(output, input)`` kernel slice is rounded so that
 its errors sum to at most half a step (the weights whose rounding was closest to a tie go the other way; none
 moves by more than one step), then the quantizer finds the weights already on its grid and keeps them. A 1x1
-convolution has one weight per slice, so for it this is nearest rounding. Only the convolutions that become
-INT8 are rounded; those kept FP32 keep their weights. Checked with ONNX Runtime's quantizer (a test); Model
+convolution has one weight per slice, so for it this is nearest rounding. The export rounds only the
+convolutions it quantizes: those the sweep or a profile keeps FP32 keep their weights (Model Optimizer may
+still leave some rounded ones in float by its own rules). Checked with ONNX Runtime's quantizer (a test); Model
 Optimizer uses the same per-channel grid (``amax / 127``) but has not been run with it here.
 """
 from __future__ import annotations

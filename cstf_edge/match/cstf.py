@@ -166,11 +166,12 @@ class CSTFMatch:
         pass (module docstring)."""
         self.last_pass, self.last_refined, self.last_stage = 1, False, "network"
         best = self._network(reference_bgr, query_bgr)
-        if self.last_refined or not self.refine:
-            return best
-        found = global_search.register(reference_bgr, query_bgr)
+        found = None
+        if self.refine and not self.last_refined:
+            found = global_search.register(reference_bgr, query_bgr)
         if found is None:
-            self.last_stage = "network" if len(best) else "none"
+            if not len(best):
+                self.last_stage = "none"
             return best
         self.last_refined, self.last_stage, self.last_turn = True, "global search", None  # no quarter turn used
         return found
