@@ -88,7 +88,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result))
     elif estimate.ok:
-        print(f"{len(matches)} matches, {estimate.num_inliers} inliers, {seconds:.2f} s; transform "
+        stage = f", stage: {result['stage']}" if "stage" in result else ""
+        print(f"{len(matches)} matches, {estimate.num_inliers} inliers, {seconds:.2f} s{stage}; transform "
               f"(reference -> query):\n" + "\n".join(" ".join(f"{v:12.6g}" for v in row) for row in estimate.transform))
     else:
         print(f"no reliable transform: {estimate.reason} ({len(matches)} matches, {seconds:.2f} s)")
