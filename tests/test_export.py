@@ -260,3 +260,41 @@ def test_a_cached_sensitivity_sweep_over_other_groups_is_not_reused(tmp_path):
     assert load_table(path, {**groups, "/cstf/saliency": ["d", "e"]}) is None  # the policy quantizes fewer nodes
     assert load_table(path, {"/backbone/stem": ["a", "b", "c"]}) is None
     assert load_table(tmp_path / "missing.json", groups) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, sweep", [("onnxruntime", False), ("tensorrt", False), ("onnxruntime", True)])
+def test_int8_ranges_are_calibrated_on_the_fp32_model(tmp_path, scenes, monkeypatch, target, sweep):
+    """The cached ranges are the FP32 model's (the cache is keyed by its hash), whichever path fills them: the
+    model quantized afterwards has rounded weights and reads them from the cache."""
+    from cstf_edge.export import pipeline
+    from cstf_edge.export.quantize_modelopt import modelopt_available
+
+    if target == "tensorrt" and modelopt_available() is not None:
+        pytest.skip("Model Optimizer calibrates by itself where it is installed")
+    calibrated = []
+    original = pipeline.ExportRun._calibrate
+
+    def spy(self, source, out, batcher, cache, exclude):
+        calibrated.append((Path(source).name, cache.is_file()))
+        return original(self, source, out, batcher, cache, exclude)
+
+    if target == "onnxruntime":
+        monkeypatch.setattr(pipeline.ExportRun, "_calibrate", spy)
+    else:  # every ONNX Runtime quantization of a TensorRT target goes through the symmetric fallback
+        import cstf_edge.export.quantize_modelopt as modelopt_module
+
+        fallback = modelopt_module.quantize_symmetric_ort
+
+        def spy_fallback(source, out, *, batcher, method, exclude, cache_path):
+            calibrated.append((Path(source).name, cache_path.is_file()))
+            return fallback(source, out, batcher=batcher, method=method, exclude=exclude, cache_path=cache_path)
+
+        monkeypatch.setattr(modelopt_module, "quantize_symmetric_ort", spy_fallback)
+    run = pipeline.ExportRun(ExportOptions(precision="int8", imgsz=SIZE, calib=str(scenes["calib"]), target=target,
+                                           sensitivity=sweep, out=str(tmp_path / "out")), progress=False)
+    run.export_int8(run.export_fp32())
+    first_name, cache_existed = calibrated[0]
+    assert first_name == f"cstf-n-{SIZE}.fp32.onnx" and not cache_existed  # the FP32 model fills the cache
+    assert all(existed for _, existed in calibrated[1:])  # every later quantization reads it
+    assert any(name.endswith(".int8.rounded.onnx") for name, _ in calibrated[1:])
