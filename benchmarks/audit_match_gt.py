@@ -28,6 +28,7 @@ import numpy as np
 from cstf_edge._io import atomic_write_text, read_image, write_image
 from cstf_edge.eval.match_metrics import grid_rmse
 from cstf_edge.match.baselines import to_gray
+from cstf_edge.match.outputs import warp_to_reference
 from cstf_edge.match.pairs import read_pairs
 from cstf_edge.match.refine import orientation_channels
 
@@ -38,7 +39,7 @@ MIN_OVERLAP = 1000  # px: a warp that covers less of the reference is not scored
 def _warped(query: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The query (gray) warped onto the reference frame by ``transform`` (reference -> query), and where it
     lands (eroded by ``EDGE_MARGIN``)."""
-    aligned = cv2.warpPerspective(query, transform, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    aligned = warp_to_reference(query, transform, (size[1], size[0]))
     valid = cv2.warpPerspective(np.ones(query.shape, np.uint8), transform, size,
                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
     return aligned, cv2.erode(valid, np.ones((2 * EDGE_MARGIN + 1,) * 2, np.uint8)) > 0
@@ -76,8 +77,7 @@ def overlay(reference: np.ndarray, query: np.ndarray, transform: np.ndarray, zoo
     """The reference (gray) with the query's edges, warped by ``transform``, drawn in red: the ``zoom``
     window (x, y, side) enlarged twice, labelled."""
     ref = cv2.cvtColor(to_gray(reference), cv2.COLOR_GRAY2BGR)
-    warped = cv2.warpPerspective(to_gray(query), transform, (ref.shape[1], ref.shape[0]),
-                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    warped = warp_to_reference(to_gray(query), transform, ref.shape)
     ref[cv2.Canny(warped, 60, 160) > 0] = (0, 0, 255)
     x, y, side = zoom
     window = cv2.resize(ref[y:y + side, x:x + side], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)

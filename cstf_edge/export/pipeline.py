@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import time
 from functools import cached_property
 from pathlib import Path
@@ -110,15 +109,15 @@ class ExportRun:
         graph = _load_graph(self.path("fp32"))
         base = int8_float_nodes(graph, self.options.fp32_groups)
         rounding = self.options.weight_rounding == "sum-preserving"
-        source = self.out / f".{self.name}.int8.rounded.onnx"  # the FP32 model with INT8-bound weights rounded
+        rounded = self.out / f".{self.name}.int8.rounded.onnx"  # the FP32 model with INT8-bound weights rounded
         staging = self.out / f".{self.name}.int8.staging.onnx"
         try:
             rows, float_groups = self._sensitivity(graph, batcher, base, cache, staging, rounding)
             exclude = base + [node for row in float_groups for node in row]
+            source = self.path("fp32")  # nearest: the quantizer rounds the FP32 weights itself
             if rounding:  # only the convolutions that become INT8: those kept FP32 keep their weights
-                round_conv_weights(self.path("fp32"), source, exclude=exclude)
-            else:  # nearest: the quantizer rounds the FP32 weights itself
-                shutil.copyfile(self.path("fp32"), source)
+                round_conv_weights(self.path("fp32"), rounded, exclude=exclude)
+                source = rounded
             if self._onnxruntime_quantizes():
                 self._ranges(batcher, cache, staging, base)
             self._quantize(source, staging, batcher, cache, exclude)
@@ -128,7 +127,7 @@ class ExportRun:
                      "weight_rounding": ROUNDING if rounding else "nearest"}
             int8_info = finish_int8(staging, self.path("int8"), info, extra)
         finally:
-            source.unlink(missing_ok=True)
+            rounded.unlink(missing_ok=True)
             staging.unlink(missing_ok=True)  # finish_int8 has moved it into place, or it failed
         self.artifacts["int8"] = self.path("int8")
         self._compare_to_fp32("int8", int8_info)
