@@ -275,9 +275,9 @@ def test_int8_ranges_are_calibrated_on_the_fp32_model(tmp_path, scenes, monkeypa
     calibrated = []
     original = pipeline.ExportRun._calibrate
 
-    def spy(self, source, out, batcher, cache, exclude):
+    def spy(self, source, out, batcher, cache, exclude, **kwargs):
         calibrated.append((Path(source).name, cache.is_file()))
-        return original(self, source, out, batcher, cache, exclude)
+        return original(self, source, out, batcher, cache, exclude, **kwargs)
 
     if target == "onnxruntime":
         monkeypatch.setattr(pipeline.ExportRun, "_calibrate", spy)

@@ -200,6 +200,7 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
 
     from cstf_edge.export.calibration import calibration_cache
     from cstf_edge.export.quantize_ort import finish_int8, quantize
+    from cstf_edge.export.shared_ranges import SCHEME as RANGES
     from cstf_edge.export.weight_rounding import SCHEME, round_conv_weights
 
     info = _info(fp32)
@@ -209,11 +210,13 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
         graph = onnx.load(str(fp32), load_external_data=False).graph
         exclude = float_nodes(graph)
         if not cache.is_file():  # ranges of the FP32 model, as for cstf-n
-            quantize(fp32, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache)
+            quantize(fp32, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache,
+                     share_ranges=False)
         round_conv_weights(fp32, rounded, exclude)
         quantize(rounded, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache)
         finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
-                                                         "cache_key": key}, "weight_rounding": SCHEME})
+                                                         "cache_key": key}, "weight_rounding": SCHEME,
+                                        "ranges": RANGES})
     except CstfError:
         raise
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises its own and plain types
@@ -303,14 +306,16 @@ class PeerArtifacts:
 
     def _fresh_int8(self, path: Path, fp32_info: ArtifactInfo) -> bool:
         """Quantized from the current FP32 file with this calibration manifest and method, and the export's
-        weight rounding."""
+        weight rounding and shared Concat ranges."""
         from cstf_edge.bench.variants import calibrated_with
+        from cstf_edge.export.shared_ranges import SCHEME as RANGES
         from cstf_edge.export.weight_rounding import SCHEME
 
         if not path.is_file():
             return False
         info = _info(path)
         return (info.source_sha256 == fp32_info.source_sha256 and info.extra.get("weight_rounding") == SCHEME
+                and info.extra.get("ranges") == RANGES
                 and calibrated_with(info.extra.get("calibration") or {}, self.calibration, self.method))
 
     def _batcher(self, info: ArtifactInfo):

@@ -28,6 +28,7 @@ from cstf_edge.export.onnx_export import export_onnx, load_checkpoint, sha256_fi
 from cstf_edge.export.options import ExportOptions
 from cstf_edge.export.parity import compare_outputs
 from cstf_edge.export.quantize_ort import finish_int8, quantize, run_onnx
+from cstf_edge.export.shared_ranges import SCHEME as RANGES
 from cstf_edge.export.weight_rounding import SCHEME as ROUNDING
 from cstf_edge.export.weight_rounding import round_conv_weights
 from cstf_edge.runtime.artifact import ArtifactInfo
@@ -124,7 +125,8 @@ class ExportRun:
             extra = {"calibration": {**manifest.describe(), "method": self.options.calib_method, "cache_key": key},
                      "fp32_nodes": len(exclude), "fp32_groups": list(self.options.fp32_groups),
                      "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32],
-                     "weight_rounding": ROUNDING if rounding else "nearest"}
+                     "weight_rounding": ROUNDING if rounding else "nearest",
+                     **({"ranges": RANGES} if self.options.target == "onnxruntime" else {})}
             int8_info = finish_int8(staging, self.path("int8"), info, extra)
         finally:
             rounded.unlink(missing_ok=True)
@@ -146,7 +148,7 @@ class ExportRun:
         CPU quantizer read them from there (the model they quantize has rounded weights; its ranges are the
         FP32 model's, so the cache stays a function of the FP32 model)."""
         if not cache.is_file():
-            self._calibrate(self.path("fp32"), staging, batcher, cache, base)
+            self._calibrate(self.path("fp32"), staging, batcher, cache, base, share_ranges=False)
 
     def _quantize(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
         if self.options.target == "tensorrt":
@@ -157,7 +159,8 @@ class ExportRun:
         else:
             self._calibrate(source, out, batcher, cache, exclude)
 
-    def _calibrate(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str]) -> None:
+    def _calibrate(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str],
+                   share_ranges: bool = True) -> None:
         """Quantize ``source`` with ONNX Runtime, calibrating unless ``cache`` holds the ranges (Model Optimizer
         caches none): the CPU quantizer, or for TensorRT targets its symmetric S8 twin."""
         if self.options.target == "tensorrt":
@@ -167,13 +170,13 @@ class ExportRun:
                                    exclude=exclude, cache_path=cache)
         else:
             quantize(source, out, batcher=batcher, method=self.options.calib_method, cache_path=cache,
-                     exclude=exclude)
+                     exclude=exclude, share_ranges=share_ranges)
 
     def _sensitivity(self, graph, batcher, base: list[str], cache: Path, staging: Path, rounding: bool):
         """Sweep (or reuse the cached sweep) over the groups of ``graph`` (the FP32 model); returns the table and
         the node lists of FP32 groups."""
         groups = sensitivity.quantizable_groups(graph, set(base))
-        table_cache = cache.with_suffix(f".{ROUNDING}.sensitivity.json" if rounding else ".sensitivity.json")
+        table_cache = cache.with_suffix(f".{ROUNDING if rounding else 'nearest'}.{RANGES}.sensitivity.json")
         rows = sensitivity.load_table(table_cache, groups) if self.options.sensitivity else []
         if self.options.sensitivity and rows is None:
             self._ranges(batcher, cache, staging, base)

@@ -4,12 +4,15 @@ U8 activations and S8 per-channel weights (the fast pair for ONNX Runtime's x86 
 operators ``QUANT_OP_TYPES`` only, and never the nodes of ``graph_policy.int8_float_nodes`` nor the groups the
 sensitivity sweep keeps in FP32. Tensor ranges come from the calibration batcher (the runtime's
 preprocessing) and are cached by ONNX Runtime's ``calibration_cache_path`` under a key of the model hash,
-preprocessing, calibration images and method: a second export with the same inputs skips calibration.
+preprocessing, calibration images and method: a second export with the same inputs skips calibration. The
+model is quantized with a Concat's inputs and output on one range wherever that costs at most one bit
+(``shared_ranges``), so ONNX Runtime copies bytes there instead of requantizing them.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from cstf_edge._io import atomic_write_bytes
 from cstf_edge.export.calibration import CalibrationBatcher
 from cstf_edge.export.errors import ExportError
 from cstf_edge.export.onnx_export import set_metadata
+from cstf_edge.export.shared_ranges import share_concat_ranges
 from cstf_edge.runtime.artifact import ArtifactInfo
 
 log = logging.getLogger(__name__)
@@ -97,11 +101,41 @@ def _method(name: str):
 
 
 def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | None, method: str,
-             cache_path: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> None:
+             cache_path: Path, exclude: list[str] | None = None, only: list[str] | None = None,
+             share_ranges: bool = True) -> None:
     """Write a Q/DQ model of ``fp32_path`` (no metadata). ``exclude``: nodes kept FP32; ``only``: quantize
-    just these nodes (the sensitivity sweep). Calibration runs unless ``cache_path`` holds its result."""
-    q = _quantization()
+    just these nodes (the sensitivity sweep). Calibration runs unless ``cache_path`` holds its result; the
+    cache keeps the calibrated ranges, and with ``share_ranges`` the model gets them with Concat ranges shared
+    (``cstf_edge.export.shared_ranges``)."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cache_path.is_file():
+        _quantize_static(fp32_path, out_path, batcher, method, cache_path, exclude, only)  # calibrates into it
+        if not share_ranges:
+            return
+    with tempfile.TemporaryDirectory(prefix="cstf-ranges-") as tmp:
+        ranges = cache_path
+        if share_ranges:
+            ranges = Path(tmp) / "shared-ranges.json"
+            _write_shared_ranges(fp32_path, cache_path, ranges, exclude, only)
+        _quantize_static(fp32_path, out_path, None, method, ranges, exclude, only)
+
+
+def _write_shared_ranges(fp32_path: Path, cache_path: Path, out: Path, exclude, only) -> None:
+    import onnx
+    from onnxruntime.quantization.calibrate import load_tensors_data, save_tensors_data
+
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    float_nodes = set(exclude or [])
+    if only:
+        float_nodes |= {n.name for n in graph.node} - set(only)
+    save_tensors_data(share_concat_ranges(graph, load_tensors_data(cache_path), float_nodes), out)
+
+
+def _quantize_static(fp32_path: Path, out_path: Path, batcher, method: str, cache_path: Path, exclude,
+                     only) -> None:
+    """ONNX Runtime's static quantizer with the CPU settings; calibrates (through ``batcher``) only when
+    ``cache_path`` holds no ranges yet, and then writes them there."""
+    q = _quantization()
     extra = {"CalibPercentile": PERCENTILE}
     if batcher is not None and len(batcher) % CALIBRATION_STRIDE == 0:
         extra["CalibStridedMinMax"] = CALIBRATION_STRIDE
