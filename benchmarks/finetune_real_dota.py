@@ -79,8 +79,8 @@ def main() -> None:
     train_dir, val_dir = build_sets(work)
     _, meta = read_safetensors(shipped_weights())
     run_dir = train(TrainConfig(
-        data=str(train_dir), class_names=tuple(meta["class_names"]), out=str(work / "run"), imgsz=512,
-        batch=args.batch, epochs=args.epochs, lr=args.lr, warmup_epochs=1.0, ema_tau=50.0, workers=2,
+        data=str(train_dir), class_names=tuple(meta["class_names"]), model=meta["model"], out=str(work / "run"),
+        imgsz=512, batch=args.batch, epochs=args.epochs, lr=args.lr, warmup_epochs=1.0, ema_tau=50.0, workers=2,
         weights=str(shipped_weights()), device="cpu", progress=False))
     report = {"train_patches": len(list((train_dir / "images").iterdir())),
               "val_images": len(list((val_dir / "images").iterdir())), "epochs": args.epochs, "lr": args.lr,

@@ -19,7 +19,7 @@ def test_demo_writes_artifacts_detections_score_and_bench(tmp_path, monkeypatch,
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     for precision in ("fp32", "fp16", "int8"):
-        assert (out / "artifacts" / f"cstf-n-1024.{precision}.onnx").is_file()
+        assert (out / "artifacts" / f"cstf-n-relu-1024.{precision}.onnx").is_file()  # the shipped weights' model
     labels = sorted(p.name for p in (out / "detections" / "labelTxt").iterdir())
     assert labels == ["large_synthrs_4_000000.txt", "synthrs_2_000000.txt"]
     assert len(list((out / "detections" / "vis").iterdir())) == 2

@@ -147,12 +147,12 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
     for precision in ("fp32", "fp16", "int8"):
-        assert f"cstf-n-{SIZE}.{precision}.onnx" in names
-        assert f"cstf-n-{SIZE}.{precision}.onnx.report.json" in names
+        assert f"cstf-n-relu-{SIZE}.{precision}.onnx" in names
+        assert f"cstf-n-relu-{SIZE}.{precision}.onnx.report.json" in names
         report = summary["artifacts"][precision]
         assert 0.0 <= report["accuracy"]["map50_voc07"] <= 100.0
         assert report["latency_ms_batch1_cpu"] > 0
-    assert "cstf-n-256.int8.sensitivity.json" in names
+    assert "cstf-n-relu-256.int8.sensitivity.json" in names
     assert not [n for n in names if n.startswith(".")], "staging files left behind"
     fp32 = summary["artifacts"]["fp32"]["parity"]
     assert fp32["against"] == "pytorch fp32" and fp32["max_abs_error"] < 1e-2
@@ -160,7 +160,7 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
     assert set(summary["gates"]) == {"fp32_detection_parity", "fp16_map_drop", "int8_map_drop"}
     import onnx
 
-    fp32_graph = onnx.load(str(out / f"cstf-n-{SIZE}.fp32.onnx")).graph
+    fp32_graph = onnx.load(str(out / f"cstf-n-relu-{SIZE}.fp32.onnx")).graph
     slices = [n.name for n in fp32_graph.node
               if n.op_type in ("Slice", "Split") and n.name.startswith(("/backbone/", "/neck/"))]
     assert not slices, f"CSP halves should be two convolutions, not slices: {slices}"
@@ -168,7 +168,7 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
     # weights: only those that become INT8 are rounded onto the grid.
     from onnx import numpy_helper
 
-    int8_graph = onnx.load(str(out / f"cstf-n-{SIZE}.int8.onnx")).graph
+    int8_graph = onnx.load(str(out / f"cstf-n-relu-{SIZE}.int8.onnx")).graph
     fp32_weights = {i.name: numpy_helper.to_array(i) for i in fp32_graph.initializer}
     int8_weights = {i.name: numpy_helper.to_array(i) for i in int8_graph.initializer}
     kept = [n for n in int8_graph.node if n.op_type == "Conv" and ("_out/" in n.name or "/stage1/" in n.name)]
@@ -177,14 +177,15 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
     fp32_conv = {n.name: n.input[1] for n in fp32_graph.node if n.op_type == "Conv"}
     for node in kept:
         np.testing.assert_array_equal(int8_weights[node.input[1]], fp32_weights[fp32_conv[node.name]])
-    sweep = json.loads((out / "cstf-n-256.int8.sensitivity.json").read_text())
+    sweep = json.loads((out / "cstf-n-relu-256.int8.sensitivity.json").read_text())
     assert len(sweep) > 10 and all(row["score_error"] >= 0 for row in sweep)
     # The runtime reads what the export wrote, and the INT8 model carries Q/DQ nodes and its calibration.
-    with Detector(out / "cstf-n-256.int8.onnx") as detector:
+    with Detector(out / "cstf-n-relu-256.int8.onnx") as detector:
         assert detector.info.precision == "int8" and detector.info.imgsz == (SIZE, SIZE)
         assert detector.info.extra["calibration"]["method"] == "minmax"
         assert detector.info.extra["quantized_tensors"] > 50
         assert detector.info.extra["weight_rounding"] == "sum-preserving-v1"
+        assert detector.info.extra["ranges"] == "concat-shared-v1"
         found = detector.detect(np.full((300, 200, 3), 90, np.uint8))
         assert found.image_shape == (300, 200)
     # A second export with the same inputs reuses the calibration ranges and the sweep (no image is read).
@@ -295,6 +296,6 @@ def test_int8_ranges_are_calibrated_on_the_fp32_model(tmp_path, scenes, monkeypa
                                            sensitivity=sweep, out=str(tmp_path / "out")), progress=False)
     run.export_int8(run.export_fp32())
     first_name, cache_existed = calibrated[0]
-    assert first_name == f"cstf-n-{SIZE}.fp32.onnx" and not cache_existed  # the FP32 model fills the cache
+    assert first_name == f"cstf-n-relu-{SIZE}.fp32.onnx" and not cache_existed  # the FP32 model fills the cache
     assert all(existed for _, existed in calibrated[1:])  # every later quantization reads it
     assert any(name.endswith(".int8.rounded.onnx") for name, _ in calibrated[1:])

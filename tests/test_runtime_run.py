@@ -23,6 +23,7 @@ from cstf_edge.data.split import window_origins
 from cstf_edge.data.synthrs import make_scene, render
 from cstf_edge.data.task1 import read_task1_dir
 from cstf_edge.geometry import polygon_iou_matrix
+from cstf_edge.errors import CstfError
 from cstf_edge.runtime.artifact import METADATA_KEY, ArtifactInfo
 from cstf_edge.runtime.detector import ArrayWindows
 from cstf_edge.runtime.run import RunConfig, run
@@ -190,6 +191,21 @@ def test_large_scene_is_tiled_and_detections_land_in_full_image_pixels(tmp_path,
     assert far.sum() >= 20 and matched.mean() > 0.6 and matched[far].mean() > 0.6
     image = cv2.imread(str(tmp_path / "big.png"))
     assert render_scene(ArrayWindows(image), _result(found), max_side=600).shape == (400, 600, 3)
+
+
+def test_pictures_draw_only_detections_of_the_vis_score():
+    from cstf_edge.runtime.detector import DetectionResult
+    from cstf_edge.runtime.visualize import draw_detections
+
+    image = np.full((200, 200, 3), 90, np.uint8)
+    boxes = np.array([[50.0, 50, 40, 20, 0.3], [150, 150, 40, 20, -0.5]])
+    both = DetectionResult(boxes, np.array([0.9, 0.1], np.float32), np.array([0, 1]), ["a", "b"], (200, 200))
+    confident = DetectionResult(boxes[:1], np.array([0.9], np.float32), np.array([0]), ["a", "b"], (200, 200))
+    drawn = draw_detections(image, both, min_score=0.5)
+    assert np.array_equal(drawn, draw_detections(image, confident))
+    assert not np.array_equal(drawn, draw_detections(image, both))
+    with pytest.raises(CstfError, match="--vis-conf"):
+        RunConfig(["x.png"], model="m.onnx", vis_conf=1.5).check()
 
 
 def _result(labels: ImageLabels):

@@ -24,10 +24,25 @@ def test_concat_inputs_and_output_share_the_union():
     assert ranges["b"] == (0.0, 6.0)  # the input dict is left as it was
 
 
-def test_inputs_of_too_different_spans_keep_their_own_ranges():
+def test_a_concat_that_would_more_than_double_a_range_is_left_alone():
     graph = _graph([helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=1)])
-    ranges = {"a": (-15.0, 15.0), "b": (0.0, 30.0 / (MAX_SPAN_RATIO * 1.5)), "y": (-15.0, 15.0)}
+    ranges = {"a": (0.0, 10.0), "b": (0.0, 10.0 / (MAX_SPAN_RATIO * 1.2)), "y": (0.0, 10.0)}
     assert shared_ranges(graph, ranges) == ranges
+    ranges["b"] = (0.0, 10.0 / (MAX_SPAN_RATIO * 0.9))
+    assert shared_ranges(graph, ranges)["b"] == (0.0, 10.0)
+
+
+def test_a_maxpool_carries_the_union_back_to_its_input_whatever_the_signs():
+    """A MaxPool's (or Resize's) input and output are joined unconditionally: ONNX Runtime runs it in uint8
+    only with equal parameters on both sides (and no ReLU is removed there)."""
+    graph = _graph([helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[3, 3]),
+                    helper.make_node("Concat", ["p", "b"], ["y"], name="cat", axis=1)])
+    ranges = {"x": (-1.0, 4.0), "p": (0.0, 4.0), "b": (0.0, 6.0), "y": (0.0, 6.0)}
+    shared = shared_ranges(graph, ranges)
+    assert shared["x"] == shared["p"] == (-1.0, 4.0)  # joined though p alone is non-negative
+    assert shared["b"] == (0.0, 6.0)  # the Concat would make b negative: left alone
+    ranges["x"] = (0.0, 3.5)
+    assert {shared_ranges(graph, ranges)[n] for n in ranges} == {(0.0, 6.0)}
 
 
 def test_the_union_runs_through_maxpool_and_resize_and_chained_concats():
@@ -86,10 +101,10 @@ def test_onnxruntime_quantizer_gives_a_concat_one_scale(tmp_path, monkeypatch):
 
     monkeypatch.setattr(quantize_ort, "calibration_reader", lambda batcher, names: Batches())
 
-    def concat_params(share: bool):
+    def concat_params(share: bool, only=None):
         out = tmp_path / f"cat.{share}.int8.onnx"
         quantize_ort.quantize(path, out, batcher=None, method="minmax", cache_path=tmp_path / "calib.json",
-                              share_ranges=share)
+                              share_ranges=share, only=only)
         model = onnx.load(str(out))
         values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         producers = {o: n for n in model.graph.node for o in n.output}
@@ -104,3 +119,5 @@ def test_onnxruntime_quantizer_gives_a_concat_one_scale(tmp_path, monkeypatch):
     shared = concat_params(True)
     assert len(set(shared)) == 1 and shared[0] == separate[2]
     assert concat_params(False) == separate  # the cache was not changed by sharing
+    # The sensitivity sweep quantizes one group at a time with the ranges the whole model gets.
+    assert concat_params(True, only=["conv1", "cat"]) == shared

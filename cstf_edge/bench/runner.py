@@ -39,7 +39,7 @@ def resolve_weights(options: BenchOptions) -> Path:
         return Path(options.weights)
     from cstf_edge.runtime.backends.torch import runner as torch_runner
 
-    shipped = Path(torch_runner.__file__).resolve().parents[3] / "weights" / "cstf-n-synthrs.safetensors"
+    shipped = Path(torch_runner.__file__).resolve().parents[3] / "weights" / "cstf-n-relu-synthrs.safetensors"
     if not shipped.is_file():
         raise BenchError(f"the shipped weights are missing ({shipped}); pass --weights W")
     try:  # as reports show it: relative to the working directory when inside it

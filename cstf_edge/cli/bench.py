@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cstf_edge.bench.options import BenchOptions
 
-    parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n SynthRS weights)")
+    parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n-relu SynthRS weights)")
     parser.add_argument("--data", required=True, help="labelled folder (DOTA/HRSC2016) or SynthRS manifest .toml")
     parser.add_argument("--backends", default="torch,onnxruntime,tensorrt",
                         help="comma list of torch, onnxruntime (ort), tensorrt (trt) (default: all three)")

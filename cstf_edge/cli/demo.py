@@ -8,9 +8,10 @@ from cstf_edge.cli.train import require_train_extra
 
 _EXAMPLES = """what it does (about 3-5 minutes on 2 CPU cores, no data or GPU needed):
   1. makes SynthRS scenes (8 of 1024 px and one of 2560 px that needs tiling) in OUT/scenes
-  2. exports the shipped cstf-n weights to FP32, FP16 and INT8 ONNX (INT8 calibrated on 16 other scenes)
+  2. exports the shipped cstf-n-relu weights to FP32, FP16 and INT8 ONNX (INT8 calibrated on 16 other scenes)
   3. runs the INT8 model through the runtime on every scene (the large one tiled) -> OUT/detections
-     (DOTA labels, Task1 files, JSON, GeoJSON, rendered images in OUT/detections/vis)
+     (DOTA labels, Task1 files, JSON, GeoJSON; rendered images of the detections of score >= 0.25
+     in OUT/detections/vis)
   4. scores the Task1 files with the DOTA evaluator
   5. benches torch-fp32, onnxruntime-fp32 and onnxruntime-int8 side by side -> OUT/bench/report.md and
      accuracy_vs_fps.png (with --device cuda also the FP16 variants on the GPU)
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_train_extra()
-    from cstf_edge.demo import DemoOptions, run_demo
+    from cstf_edge.demo import VIS_CONF, DemoOptions, run_demo
     from cstf_edge.errors import CstfError
 
     if args.scenes < 1 or args.large < 1025:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  artifacts:       {', '.join(result['artifacts'].values())}")
     print(f"  detections:      {result['detections']} ({result['detections_found']} boxes; DOTA, Task1, JSON, "
           f"GeoJSON)")
-    print(f"  rendered:        {result['rendered']}")
+    print(f"  rendered:        {result['rendered']} (detections of score >= {VIS_CONF})")
     print(f"  INT8 run mAP50 (VOC07, conf >= 0.05): {result['map50_voc07_int8_run']}")
     for row in result["bench_rows"]:
         print(f"  bench {row['variant']:24s} mAP50 {row['map50_voc07']:6.2f}  {row['fps']:6.2f} FPS")

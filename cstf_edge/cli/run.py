@@ -63,6 +63,9 @@ def register(subparsers) -> None:
     parser.add_argument("--format", default="dota,task1,json",
                         help="comma separated: dota, task1, json, geojson (default dota,task1,json)")
     parser.add_argument("--save-vis", action="store_true", help="also write DIR/vis/<image>.jpg with boxes drawn")
+    parser.add_argument("--vis-conf", type=float, metavar="SCORE",
+                        help="draw only detections of this score or more in the pictures (default: all that "
+                             "--conf keeps; the files always hold all)")
     parser.add_argument("--batch", type=int, default=1,
                         help="images or tiles per forward pass, when the model allows it (default 1)")
     parser.add_argument("--reference", metavar="PATH",
@@ -91,7 +94,8 @@ def config_from_args(args):
 
     return RunConfig(sources=list(args.sources), model=args.model, device=args.device, out=args.out,
                      imgsz=args.imgsz, tile=args.tile, overlap=args.overlap, conf=args.conf, iou=args.iou,
-                     classes=args.classes, formats=args.format, save_vis=args.save_vis, batch=args.batch,
+                     classes=args.classes, formats=args.format, save_vis=args.save_vis, vis_conf=args.vis_conf,
+                     batch=args.batch,
                      reference=args.reference, bands=_bands(args.bands), skip_existing=args.skip_existing,
                      max_frames=args.max_frames, progress=not args.no_progress, pipeline=args.pipeline)
 

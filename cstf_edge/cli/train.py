@@ -31,7 +31,7 @@ examples:
       optical query, co-registered SAR reference (data/sar/sar/images/<same id>)
   cstf-edge train --data hrsc.toml --model cstf-s --imgsz 800 --out runs/hrsc --val-every 5
   cstf-edge train --data dota_patches --classes plane,ship,storage-tank,small-vehicle,large-vehicle \
-      --weights cstf_edge/weights/cstf-n-synthrs.safetensors --lr 5e-4 --epochs 20 --out runs/dota_ft
+      --weights cstf_edge/weights/cstf-n-relu-synthrs.safetensors --lr 5e-4 --epochs 20 --out runs/dota_ft
       fine-tune the shipped weights (their class list, in their order) on real patches
 """
 
@@ -56,15 +56,16 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, help="training data: a folder or a .toml (see below)")
     parser.add_argument("--val", help="validation folder (DOTA or HRSC2016 layout); overrides DATA's val/")
-    parser.add_argument("--model", default="cstf-n",
-                        help="cstf-n, cstf-s, cstf-m or cstf-n-relu (ReLU activations: faster INT8) (default cstf-n)")
+    parser.add_argument("--model",
+                        help="cstf-n, cstf-s, cstf-m or cstf-n-relu (ReLU activations: faster INT8) (default: the "
+                             "model of --weights, else cstf-n)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     parser.add_argument("--imgsz", type=int, default=512, help="network input, a multiple of 64 (default 512)")
     parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
     parser.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     parser.add_argument("--resume", action="store_true", help="continue OUT from its last complete epoch")
-    parser.add_argument("--weights", help="start from these weights (fine-tuning; same --model and --classes), "
-                        "e.g. the shipped cstf_edge/weights/cstf-n-synthrs.safetensors")
+    parser.add_argument("--weights", help="start from these weights (fine-tuning; same --classes), "
+                        "e.g. the shipped cstf_edge/weights/cstf-n-relu-synthrs.safetensors")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: cuda if available)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="data loader processes (default min(4, CPUs); 0 = in the main process)")
@@ -83,6 +84,15 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _model_of(weights: str | None) -> str:
+    """The model size a weights file was trained as (``cstf-n`` without one)."""
+    if not weights:
+        return "cstf-n"
+    from cstf_edge.model.checkpoint import read_safetensors
+
+    return read_safetensors(weights)[1].get("model", "cstf-n")
+
+
 def run(args) -> int:
     require_train_extra()
     from cstf_edge.model.train import TrainConfig, train
@@ -93,7 +103,7 @@ def run(args) -> int:
     log.info("training on %s, validating on %s; classes %s", spec.train, spec.val or "nothing", list(class_names))
     config = TrainConfig(
         data=str(spec.train), val=None if spec.val is None else str(spec.val), class_names=tuple(class_names),
-        out=args.out, model=args.model, imgsz=args.imgsz, batch=args.batch, epochs=args.epochs, lr=args.lr,
+        out=args.out, model=args.model or _model_of(args.weights), imgsz=args.imgsz, batch=args.batch, epochs=args.epochs, lr=args.lr,
         device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, augment=not args.no_augment,
         reference_modality=args.reference_modality, val_every=args.val_every,
         val_max_images=args.val_max_images, resume=args.resume, weights=args.weights,

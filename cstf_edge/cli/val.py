@@ -22,7 +22,7 @@ mAP counts a detection as correct at polygon IoU > 0.5 (DOTA Task1 rules, diffic
 examples:
   cstf-edge synth data/val --n 100 --size 512 --seed 2
   cstf-edge val --data data/val
-      the shipped cstf-n SynthRS weights, VOC07 mAP50 as a per-class table
+      the shipped cstf-n-relu SynthRS weights, VOC07 mAP50 as a per-class table
   cstf-edge val --weights runs/synth/weights.safetensors --data DOTA/val --imgsz 1024 --metric voc12 --json
       {"mAP": ..., "per_class_ap": {...}, "metric": ..., "num_detections": ..., "num_ground_truth": ...}
   cstf-edge val --data HRSC2016/Test --save out/hrsc_task1      also write Task1_<class>.txt results
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
         "it with the DOTA Task1 evaluator (same output as eval-dota).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n SynthRS weights)")
+    parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n-relu SynthRS weights)")
     parser.add_argument("--data", required=True, help="labelled folder, DOTA or HRSC2016 layout (see below)")
     parser.add_argument("--imgsz", type=int,
                         help="network input, a multiple of 64 (default: the size the weights were trained at)")

@@ -162,7 +162,8 @@ class ExportRun:
     def _calibrate(self, source: Path, out: Path, batcher, cache: Path, exclude: list[str],
                    share_ranges: bool = True) -> None:
         """Quantize ``source`` with ONNX Runtime, calibrating unless ``cache`` holds the ranges (Model Optimizer
-        caches none): the CPU quantizer, or for TensorRT targets its symmetric S8 twin."""
+        caches none): the CPU quantizer (with shared Concat ranges unless ``share_ranges`` is False), or for
+        TensorRT targets its symmetric S8 twin (TensorRT merges Concat scales itself; ``share_ranges`` unused)."""
         if self.options.target == "tensorrt":
             from cstf_edge.export.quantize_modelopt import quantize_symmetric_ort
 
@@ -182,7 +183,7 @@ class ExportRun:
             self._ranges(batcher, cache, staging, base)
             inputs = [batch for batch, _ in zip(batcher, range(PARITY_IMAGES))]
             rows = sensitivity.sweep(self.path("fp32"), groups, inputs, method=self.options.calib_method,
-                                     cache_path=cache, round_weights=rounding, progress=self.progress)
+                                     cache_path=cache, round_weights=rounding, progress=self.progress, exclude=base)
             sensitivity.choose_float_groups(rows)
             sensitivity.save_table(rows, table_cache)
         rows = rows or []

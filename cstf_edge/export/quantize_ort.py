@@ -5,8 +5,8 @@ operators ``QUANT_OP_TYPES`` only, and never the nodes of ``graph_policy.int8_fl
 sensitivity sweep keeps in FP32. Tensor ranges come from the calibration batcher (the runtime's
 preprocessing) and are cached by ONNX Runtime's ``calibration_cache_path`` under a key of the model hash,
 preprocessing, calibration images and method: a second export with the same inputs skips calibration. The
-model is quantized with a Concat's inputs and output on one range wherever that costs at most one bit
-(``shared_ranges``), so ONNX Runtime copies bytes there instead of requantizing them.
+model is quantized with a Concat's inputs and output on one range wherever that costs at most one bit and keeps
+ReLU outputs non-negative (``shared_ranges``), so ONNX Runtime copies bytes there instead of requantizing them.
 """
 from __future__ import annotations
 
@@ -104,9 +104,11 @@ def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | N
              cache_path: Path, exclude: list[str] | None = None, only: list[str] | None = None,
              share_ranges: bool = True) -> None:
     """Write a Q/DQ model of ``fp32_path`` (no metadata). ``exclude``: nodes kept FP32; ``only``: quantize
-    just these nodes (the sensitivity sweep). Calibration runs unless ``cache_path`` holds its result; the
-    cache keeps the calibrated ranges, and with ``share_ranges`` the model gets them with Concat ranges shared
-    (``cstf_edge.export.shared_ranges``)."""
+    just these nodes (the sensitivity sweep: their ranges are shared as in the whole model with ``exclude`` FP32).
+    Calibration runs unless ``cache_path`` holds its result; the cache keeps the calibrated ranges, and with
+    ``share_ranges`` the model gets them with Concat ranges shared (``cstf_edge.export.shared_ranges``). With no
+    cache yet and ``share_ranges``, the model is quantized twice (calibrating, then sharing): calibrate first
+    with ``share_ranges=False`` where that matters, as the export does."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     if not cache_path.is_file():
         _quantize_static(fp32_path, out_path, batcher, method, cache_path, exclude, only)  # calibrates into it
@@ -116,19 +118,16 @@ def quantize(fp32_path: Path, out_path: Path, *, batcher: CalibrationBatcher | N
         ranges = cache_path
         if share_ranges:
             ranges = Path(tmp) / "shared-ranges.json"
-            _write_shared_ranges(fp32_path, cache_path, ranges, exclude, only)
+            _write_shared_ranges(fp32_path, cache_path, ranges, exclude)
         _quantize_static(fp32_path, out_path, None, method, ranges, exclude, only)
 
 
-def _write_shared_ranges(fp32_path: Path, cache_path: Path, out: Path, exclude, only) -> None:
+def _write_shared_ranges(fp32_path: Path, cache_path: Path, out: Path, exclude) -> None:
     import onnx
     from onnxruntime.quantization.calibrate import load_tensors_data, save_tensors_data
 
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    float_nodes = set(exclude or [])
-    if only:
-        float_nodes |= {n.name for n in graph.node} - set(only)
-    save_tensors_data(share_concat_ranges(graph, load_tensors_data(cache_path), float_nodes), out)
+    save_tensors_data(share_concat_ranges(graph, load_tensors_data(cache_path), set(exclude or [])), out)
 
 
 def _quantize_static(fp32_path: Path, out_path: Path, batcher, method: str, cache_path: Path, exclude,

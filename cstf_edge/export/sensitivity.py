@@ -65,10 +65,12 @@ def quantizable_groups(graph, excluded: set[str]) -> dict[str, list[str]]:
 
 
 def sweep(fp32_path: Path, groups: dict[str, list[str]], inputs: list[np.ndarray], *, method: str,
-          cache_path: Path, round_weights: bool = True, progress: bool = True) -> list[GroupSensitivity]:
-    """Quantize each group alone (ranges from the calibration cache; with ``round_weights`` its convolution
-    weights first put on the INT8 grid by sum-preserving rounding, as the export does, and only its) and
-    measure its output error against ``fp32_path``."""
+          cache_path: Path, round_weights: bool = True, progress: bool = True,
+          exclude: list[str] | None = None) -> list[GroupSensitivity]:
+    """Quantize each group alone (ranges from the calibration cache, shared at Concats as in the whole model
+    with the nodes ``exclude`` in FP32; with ``round_weights`` its convolution weights first put on the INT8 grid
+    by sum-preserving rounding, as the export does, and only its) and measure its output error against
+    ``fp32_path``."""
     reference = run_onnx(fp32_path, inputs)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cstf-sweep-") as tmp:
@@ -77,7 +79,7 @@ def sweep(fp32_path: Path, groups: dict[str, list[str]], inputs: list[np.ndarray
             if round_weights:
                 round_conv_weights(fp32_path, source, only=nodes)
             quantize(source if round_weights else fp32_path, trial, batcher=None, method=method,
-                     cache_path=cache_path, only=nodes)
+                     cache_path=cache_path, exclude=exclude, only=nodes)
             rows.append(GroupSensitivity(group, len(nodes), *output_error(reference, run_onnx(trial, inputs))))
     return rows
 

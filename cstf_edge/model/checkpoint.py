@@ -25,7 +25,9 @@ from cstf_edge.model.detector import CSTFDetector, build_model
 
 log = logging.getLogger(__name__)
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "cstf-n-synthrs.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_WEIGHTS = WEIGHTS_DIR / "cstf-n-relu-synthrs.safetensors"  # the default detector
+SILU_WEIGHTS = WEIGHTS_DIR / "cstf-n-synthrs.safetensors"  # the first shipped detector (cstf-n, SiLU)
 META_KEY = "cstf_edge"
 WEIGHTS_FORMAT = "cstf-edge-weights/1"
 STATE_FORMAT = "cstf-edge-train-state/1"
@@ -109,15 +111,21 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 
 def shipped_weights() -> Path:
-    """The demo weights shipped in the package (cstf-n trained on SynthRS optical scenes)."""
+    """The default weights shipped in the package: cstf-n-relu trained on SynthRS optical scenes (the first
+    shipped weights, cstf-n with SiLU, are ``SILU_WEIGHTS`` beside them)."""
     return SHIPPED_WEIGHTS
 
 
-def load_initial_weights(model: CSTFDetector, path: str | Path, class_names) -> None:
-    """Fine-tuning: copy the tensors of a weights file into ``model``, whose size and class list must match."""
+def load_initial_weights(model: CSTFDetector, path: str | Path, class_names, model_name: str | None = None) -> None:
+    """Fine-tuning: copy the tensors of a weights file into ``model``, whose size and class list must match.
+    Weights of another activation with the same tensors (cstf-n into cstf-n-relu) load, with a warning naming
+    both when ``model_name`` is given."""
     tensors, meta = read_safetensors(path)
     if meta.get("format") != WEIGHTS_FORMAT:
         raise DataError(f"{path}: format {meta.get('format')!r} is not {WEIGHTS_FORMAT!r} (a weights file)")
+    if model_name and meta.get("model") and meta["model"] != model_name:
+        log.warning("%s holds %s weights; they start a %s model (same tensors, other layers may differ)", path,
+                    meta["model"], model_name)
     if list(meta["class_names"]) != list(class_names):
         raise DataError(f"{path}: its classes are {meta['class_names']}, the run's are {list(class_names)}; "
                         f"train with --classes {','.join(meta['class_names'])} to fine-tune from it")

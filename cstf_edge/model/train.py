@@ -150,7 +150,7 @@ class Trainer:
         self.steps_per_epoch = len(self.dataset) // config.batch
         self.model = build_model(config.model, len(config.class_names))
         if config.weights:
-            load_initial_weights(self.model, config.weights, config.class_names)
+            load_initial_weights(self.model, config.weights, config.class_names, config.model)
         self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from cstf_edge._io import atomic_write_bytes, atomic_write_text
 from cstf_edge.data.match_pairs import canonical_pair, image_sources, sample_pair, sources_digest, synthrs_sources
 from cstf_edge.errors import CstfError, DataError
-from cstf_edge.model.checkpoint import (optimizer_tensors, read_safetensors, restore_optimizer, shipped_weights,
+from cstf_edge.model.checkpoint import (SILU_WEIGHTS, optimizer_tensors, read_safetensors, restore_optimizer,
                                         write_safetensors)
 from cstf_edge.model.match_loss import matcher_loss
 from cstf_edge.model.matcher import CSTFMatcher, MatcherSpec, check_matcher_input, matcher_spec_dict
@@ -83,8 +83,9 @@ def load_matcher(path: str | Path) -> tuple[CSTFMatcher, dict]:
 
 
 def init_from_detector(matcher: CSTFMatcher, weights: str | Path | None = None) -> int:
-    """Copy the detector's backbone tensors (stem, stages 1-3) into ``matcher``; returns how many."""
-    tensors, _ = read_safetensors(weights or shipped_weights())
+    """Copy the detector's backbone tensors (stem, stages 1-3) into ``matcher``; returns how many. By default
+    from the SiLU detector weights, whose activation the matcher's ``cstf-n`` backbone shares."""
+    tensors, _ = read_safetensors(weights or SILU_WEIGHTS)
     own = matcher.state_dict()
     picked = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and own[k].shape == v.shape
               and k.startswith("backbone.")}

@@ -112,8 +112,10 @@ def geojson_collection(name: str, result: DetectionResult, geo: GeoInfo | None) 
 class OutputWriter:
     """Writes the outputs of one run under ``out_dir`` (see the module docstring)."""
 
-    def __init__(self, out_dir, formats, class_names, save_vis: bool = False, skip_existing: bool = False):
+    def __init__(self, out_dir, formats, class_names, save_vis: bool = False, skip_existing: bool = False,
+                 vis_conf: float = 0.0):
         self.out = Path(out_dir)
+        self.vis_conf = vis_conf  # the pictures draw only detections this confident (the files hold all)
         self.formats = parse_formats(formats)
         self.class_names = list(class_names)
         self.save_vis, self.skip_existing = save_vis, skip_existing
@@ -149,7 +151,7 @@ class OutputWriter:
               geo: GeoInfo | None = None) -> None:
         """Every per-image output of one image; the JSON last, as the record that the image is done."""
         if self.save_vis:
-            write_image(self.path("vis", name), render_scene(scene, result))
+            write_image(self.path("vis", name), render_scene(scene, result, min_score=self.vis_conf))
         if "dota" in self.formats:
             labels = ImageLabels(name, np.round(result.polygons, 2), result.names, np.zeros(len(result), int))
             write_dota_labels(self.path("dota", name), labels, header=False)

@@ -54,6 +54,7 @@ class RunConfig:
     classes: list[str] | None = None
     formats: tuple[str, ...] = DEFAULT_FORMATS
     save_vis: bool = False
+    vis_conf: float | None = None  # pictures: draw detections of this score or more (None: all, as --conf keeps)
     batch: int = 1
     reference: str | None = None
     bands: list[int] | None = None
@@ -69,6 +70,8 @@ class RunConfig:
         problems = [
             (not 0.0 <= self.conf < 1.0, f"--conf must be in [0, 1), got {self.conf}"),
             (not 0.0 < self.iou <= 1.0, f"--iou must be in (0, 1], got {self.iou}"),
+            (self.vis_conf is not None and not 0.0 <= self.vis_conf <= 1.0,
+             f"--vis-conf must be in [0, 1], got {self.vis_conf}"),
             (self.batch < 1, f"--batch must be at least 1, got {self.batch}"),
             (self.imgsz is not None and self.imgsz < 32, f"--imgsz must be at least 32, got {self.imgsz}"),
             (self.tile is not None and self.tile < 32, f"--tile must be at least 32, got {self.tile}"),
@@ -318,7 +321,8 @@ def run(config: RunConfig) -> RunSummary:
     sources = resolve_sources(config.sources, config.bands, config.max_frames, config.max_image_bytes)
     detector, _ = _open_detector(config)
     reference = None if config.reference is None else ReferenceImages(config.reference, config.bands)
-    writer = OutputWriter(config.out, config.formats, detector.class_names, config.save_vis, config.skip_existing)
+    writer = OutputWriter(config.out, config.formats, detector.class_names, config.save_vis, config.skip_existing,
+                          vis_conf=config.vis_conf or 0.0)
     summary = RunSummary(model=str(config.model), out=str(config.out), times=detector.times)
     with detector:
         job = _Job(detector, writer, summary, reference)

@@ -40,15 +40,17 @@ def _label(image: np.ndarray, text: str, corner: np.ndarray, colour, scale: floa
 
 
 def draw_detections(image: np.ndarray, result: DetectionResult, scale: float = 1.0, labels: bool = True,
-                    thickness: int | None = None) -> np.ndarray:
-    """A copy of uint8 BGR ``image`` with ``result``'s boxes drawn; ``scale`` maps result pixels to image
-    pixels (for a downscaled overview)."""
+                    thickness: int | None = None, min_score: float = 0.0) -> np.ndarray:
+    """A copy of uint8 BGR ``image`` with ``result``'s boxes of score ``min_score`` or more drawn; ``scale`` maps
+    result pixels to image pixels (for a downscaled overview)."""
     canvas = np.ascontiguousarray(image).copy()
     side = max(canvas.shape[:2])
     thickness = thickness or max(1, round(side / 800))
     font = max(0.35, side / 2500)
     polygons = result.polygons * scale - 0.5
     for polygon, score, class_id in zip(polygons, result.scores, result.class_ids):
+        if score < min_score:
+            continue
         colour = class_colour(class_id)
         points = np.round(polygon * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(canvas, [points], True, colour, thickness, cv2.LINE_AA, shift=_SHIFT)
@@ -80,8 +82,10 @@ def overview(reader, max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, floa
     return canvas, scale
 
 
-def render_scene(scene, result: DetectionResult, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
-    """``scene`` (uint8 BGR array or window reader) with ``result`` drawn, at most ``max_side`` px."""
+def render_scene(scene, result: DetectionResult, max_side: int = DEFAULT_MAX_SIDE,
+                 min_score: float = 0.0) -> np.ndarray:
+    """``scene`` (uint8 BGR array or window reader) with ``result``'s boxes of score ``min_score`` or more
+    drawn, at most ``max_side`` px."""
     if isinstance(scene, np.ndarray):
         scale = min(1.0, max_side / max(scene.shape[:2]))
         image = scene if scale == 1.0 else cv2.resize(
@@ -90,4 +94,4 @@ def render_scene(scene, result: DetectionResult, max_side: int = DEFAULT_MAX_SID
         scale = image.shape[1] / scene.shape[1]
     else:
         image, scale = overview(scene, max_side)
-    return draw_detections(image, result, scale)
+    return draw_detections(image, result, scale, min_score=min_score)
