@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from cstf_edge.bench.environment import cpu_info
+
 TARGET_INT8_SPEEDUP = 2.0
 
 
@@ -71,14 +73,17 @@ def main() -> None:
     rows = {name: {"median_ms": round(float(np.median(t)), 2), "p90_ms": round(float(np.percentile(t, 90)), 2),
                    "speedup_vs_fp32": round(base / float(np.median(t)), 2)} for name, t in times.items()}
     shape = runs["fp32"].get_inputs()[0].shape
+    cpu = cpu_info()
     report = {"input": shape, "rounds": args.rounds, "settle_s": args.settle, "cpu_count": os.cpu_count(),
+              "cpu": cpu["model"], "cpu_flags": [flag for flag, present in cpu["flags"].items() if present],
               "onnxruntime": ort.__version__,
               "variants": rows, "target_int8_speedup": TARGET_INT8_SPEEDUP,
               "target_met": rows.get("int8", {}).get("speedup_vs_fp32", 0.0) >= TARGET_INT8_SPEEDUP}
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"input {shape}, {args.rounds} interleaved rounds, ONNX Runtime {ort.__version__}, {os.cpu_count()} cores")
+    print(f"input {shape}, {args.rounds} interleaved rounds, ONNX Runtime {ort.__version__}, {os.cpu_count()} cores "
+          f"of {report['cpu']}")
     for name, row in rows.items():
         print(f"  {name}: median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
               f"{row['speedup_vs_fp32']:.2f}x vs fp32")

@@ -51,6 +51,13 @@ def write_scene(path: Path, size: int, sar: bool) -> None:
             dst.write(data, window=Window(left, up, w, h))
 
 
+def shipped_model() -> str:
+    """The model size of the shipped weights (so a kept export of other weights is not reused)."""
+    from cstf_edge.model.checkpoint import read_safetensors, shipped_weights
+
+    return read_safetensors(shipped_weights())[1]["model"]
+
+
 def export_model(path: Path, imgsz: int) -> Path:
     """The shipped weights as an ONNX artifact with cstf-edge metadata (batch 1)."""
     import onnx
@@ -99,7 +106,7 @@ def main() -> None:
         scene = work / f"scene{args.size}{'_sar' if args.sar else ''}.tif"
         if not scene.is_file():
             write_scene(scene, args.size, args.sar)
-        model = Path(args.model) if args.model else work / f"cstf-n-{args.imgsz}.onnx"
+        model = Path(args.model) if args.model else work / f"shipped-{shipped_model()}-{args.imgsz}.onnx"
         if not model.is_file():
             export_model(model, args.imgsz)
         command = [sys.executable, "-m", "cstf_edge", "run", str(scene), "--model", str(model), "--tile",

@@ -297,3 +297,18 @@ def test_an_artifact_of_an_older_exporter_is_stale(scenes, bench_out, tmp_path):
     older = tmp_path / current.name
     onnx.save(model, str(older))
     assert not artifacts.fresh(older)
+
+
+def test_cpu_info_names_the_x86_family_and_model_and_reads_arm_features(tmp_path):
+    from cstf_edge.bench.environment import cpu_info
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                   "flags\t\t: fpu avx2 avx512f avx512_vnni\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n")
+    info = cpu_info(str(x86))
+    assert info["model"] == "AMD EPYC (family 26, model 2)"
+    assert info["flags"]["avx512_vnni"] and not info["flags"].get("amx_int8", False)
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nModel\t\t: NVIDIA Jetson Orin Nano\n")
+    info = cpu_info(str(arm))
+    assert info["model"] == "NVIDIA Jetson Orin Nano" and info["flags"]["i8mm"]

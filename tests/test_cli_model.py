@@ -149,7 +149,7 @@ def test_val_shipped_weights_on_fresh_synthrs(tmp_path, capsys):
     summary = run_json(capsys, "val", "--data", str(data), "--json", "--no-progress")
     assert set(summary) == SUMMARY_KEYS and summary["metric"] == "voc07"
     assert set(summary["per_class_ap"]) <= set(SYNTH_CLASSES) and summary["num_ground_truth"] > 20
-    # measured 0.875 (CPU, torch 2.13): plane, ship and storage-tank 1.0, small-vehicle 0.56
+    # measured 0.875 with the SiLU weights (CPU, torch 2.13): plane, ship and storage-tank 1.0, small-vehicle 0.56
     assert summary["mAP"] > 0.8
 
 
@@ -208,7 +208,7 @@ def test_train_fine_tunes_from_weights_and_refuses_other_classes(tmp_path, caplo
     from cstf_edge.model.checkpoint import load_initial_weights, read_safetensors
 
     _, meta = read_safetensors(shipped_weights())
-    model = build_model("cstf-n", len(meta["class_names"]))
+    model = build_model(meta["model"], len(meta["class_names"]))
     load_initial_weights(model, shipped_weights(), meta["class_names"])
     shipped, _ = load_weights(shipped_weights())
     for (name, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
@@ -220,3 +220,27 @@ def test_train_fine_tunes_from_weights_and_refuses_other_classes(tmp_path, caplo
                  "--workers", "0", "--no-progress"])
     assert code == 2
     assert "--classes plane,ship,storage-tank" in caplog.text
+
+
+def test_train_takes_the_model_of_its_weights_and_warns_on_another(tmp_path, caplog):
+    """Without --model, --weights decides the model size (the shipped weights are cstf-n-relu); an explicit
+    other size with the same tensors loads with a warning; a corrupt weights file is a clear error (exit 2)."""
+    from cstf_edge.model.checkpoint import SILU_WEIGHTS, load_initial_weights, read_safetensors
+
+    data = tmp_path / "data"
+    generate_dataset(data, 2, size=128, seed=5, progress=False)
+    base = ["train", "--data", str(data), "--epochs", "1", "--batch", "2", "--imgsz", "128", "--workers", "0",
+            "--no-progress", "--classes", "plane,ship,storage-tank,small-vehicle,large-vehicle"]
+    assert main(base + ["--weights", str(shipped_weights()), "--out", str(tmp_path / "run")]) == 0
+    _, meta = read_safetensors(tmp_path / "run" / "weights.safetensors")
+    assert meta["model"] == read_safetensors(shipped_weights())[1]["model"] == "cstf-n-relu"
+    _, silu = read_safetensors(SILU_WEIGHTS)
+    model = build_model("cstf-n-relu", len(silu["class_names"]))
+    with caplog.at_level(logging.WARNING):
+        load_initial_weights(model, SILU_WEIGHTS, silu["class_names"], "cstf-n-relu")
+    assert "holds cstf-n weights; they start a cstf-n-relu model" in caplog.text
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
+    caplog.clear()
+    assert main(base + ["--weights", str(corrupt), "--out", str(tmp_path / "bad")]) == 2
+    assert str(corrupt) in caplog.text

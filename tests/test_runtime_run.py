@@ -204,8 +204,10 @@ def test_pictures_draw_only_detections_of_the_vis_score():
     drawn = draw_detections(image, both, min_score=0.5)
     assert np.array_equal(drawn, draw_detections(image, confident))
     assert not np.array_equal(drawn, draw_detections(image, both))
-    with pytest.raises(CstfError, match="--vis-conf"):
-        RunConfig(["x.png"], model="m.onnx", vis_conf=1.5).check()
+    with pytest.raises(CstfError, match="--vis-conf must be in"):
+        RunConfig(["x.png"], model="m.onnx", vis_conf=1.5, save_vis=True).check()
+    with pytest.raises(CstfError, match="add --save-vis"):
+        RunConfig(["x.png"], model="m.onnx", vis_conf=0.5).check()
 
 
 def _result(labels: ImageLabels):

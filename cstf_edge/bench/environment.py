@@ -16,8 +16,10 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
-    """Model name, logical CPUs (and those this process may use) and which of :data:`CPU_FLAGS` are present."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """Model name (with the x86 family and model numbers, which tell CPU generations apart where a virtual
+    machine names only the brand), logical CPUs (and those this process may use) and which of
+    :data:`CPU_FLAGS` are present."""
+    model, flags, numbers = platform.processor() or platform.machine(), set(), {}
     try:
         with open(path) as handle:
             for line in handle:
@@ -27,8 +29,12 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
                     model = value.strip()
                 elif key in ("flags", "Features"):
                     flags.update(value.split())
+                elif key in ("cpu family", "model") and value.strip():
+                    numbers.setdefault(key, value.strip())
     except OSError:
         pass
+    if "cpu family" in numbers:
+        model = f"{model} (family {numbers['cpu family']}, model {numbers.get('model', '?')})"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"model": model, "machine": platform.machine(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "flags": {flag: flag in flags for flag in CPU_FLAGS if flags} if flags else {},

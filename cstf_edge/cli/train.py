@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 from cstf_edge.data.synthrs import SYNTH_CLASSES
 from cstf_edge.errors import CstfError
@@ -84,13 +85,14 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _model_of(weights: str | None) -> str:
-    """The model size a weights file was trained as (``cstf-n`` without one)."""
-    if not weights:
-        return "cstf-n"
+def _model_of(args) -> str:
+    """The model size when ``--model`` is not given: that of the run being resumed (``OUT/last.safetensors``),
+    else that of ``--weights``, else ``cstf-n``."""
     from cstf_edge.model.checkpoint import read_safetensors
 
-    return read_safetensors(weights)[1].get("model", "cstf-n")
+    last = Path(args.out) / "last.safetensors"
+    source = last if args.resume and last.is_file() else args.weights
+    return read_safetensors(source)[1].get("model", "cstf-n") if source else "cstf-n"
 
 
 def run(args) -> int:
@@ -103,7 +105,8 @@ def run(args) -> int:
     log.info("training on %s, validating on %s; classes %s", spec.train, spec.val or "nothing", list(class_names))
     config = TrainConfig(
         data=str(spec.train), val=None if spec.val is None else str(spec.val), class_names=tuple(class_names),
-        out=args.out, model=args.model or _model_of(args.weights), imgsz=args.imgsz, batch=args.batch, epochs=args.epochs, lr=args.lr,
+        out=args.out, model=args.model or _model_of(args), imgsz=args.imgsz, batch=args.batch, epochs=args.epochs,
+        lr=args.lr,
         device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, augment=not args.no_augment,
         reference_modality=args.reference_modality, val_every=args.val_every,
         val_max_images=args.val_max_images, resume=args.resume, weights=args.weights,

@@ -10,7 +10,8 @@ log = logging.getLogger(__name__)
 _EXAMPLES = """examples:
   cstf-edge train-match --out runs/match
       SynthRS scenes (seed 11, 300 scenes, rendered once into the cache) as optical/SAR/infrared pairs,
-      5000 steps of 8 pairs at 256 px, difficulty ramped up over the first 40 %, initialised from the shipped detector's backbone
+      5000 steps of 8 pairs at 256 px, difficulty ramped up over the first 40 %, initialised from the backbone
+      of the SiLU detector weights
   cstf-edge train-match --out runs/match --resume                 continue exactly where it stopped
   cstf-edge train-match --images my_tiles/ --out runs/mine --steps 2000 --init runs/match/matcher.safetensors
 
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pairs and the initialisation (default 0)")
     parser.add_argument("--init", default="detector",
-                        help="'detector' (shipped detector backbone, default), 'none', or matcher weights")
+                        help="'detector' (the SiLU detector weights' backbone, default), 'none', or matcher weights")
     parser.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -37,7 +37,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n SynthRS weights)")
+    parser.add_argument("--weights", help="weights .safetensors (default: the shipped cstf-n-relu SynthRS weights)")
     parser.add_argument("--profile", help="an export profile, e.g. export/cpu-int8.toml")
     parser.add_argument("--precision", choices=PRECISIONS, help="fp32, fp16 (also writes fp32) or int8 (also fp32 "
                         "and fp16); default fp32")

@@ -2,10 +2,10 @@
 (calibration, sensitivity sweep) -> accuracy gates on a validation set -> TensorRT engine (target tensorrt),
 each artifact with ``<artifact>.report.json`` and one ``export_report.json`` for the whole run.
 
-Files, for ``--out DIR`` and name ``cstf-n-1024`` (model and input size)::
+Files, for ``--out DIR`` and name ``cstf-n-relu-1024`` (model and input size; the shipped weights')::
 
-    DIR/cstf-n-1024.fp32.onnx   DIR/cstf-n-1024.fp16.onnx   DIR/cstf-n-1024.int8.onnx
-    DIR/<artifact>.report.json  DIR/cstf-n-1024.int8.sensitivity.json  DIR/export_report.json
+    DIR/cstf-n-relu-1024.fp32.onnx   DIR/cstf-n-relu-1024.fp16.onnx   DIR/cstf-n-relu-1024.int8.onnx
+    DIR/<artifact>.report.json  DIR/cstf-n-relu-1024.int8.sensitivity.json  DIR/export_report.json
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -57,7 +58,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         meta = json.loads(header.get("__metadata__", {})[META_KEY])
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, SafetensorError) as exc:
         raise DataError(f"{path}: not a cstf-edge safetensors checkpoint ({exc})") from None
     return tensors, meta
 

@@ -50,7 +50,7 @@ class MatchTrainConfig:
     scenes: int = 300
     scene_seed: int = 11  # SynthRS data set of the training scenes (detector: 1, val: 2, calibration: 3)
     images: str | None = None  # a folder of images instead of SynthRS scenes
-    init: str | None = "detector"  # "detector" (the shipped detector's backbone), a weights file, or None
+    init: str | None = "detector"  # "detector" (the SiLU detector weights' backbone), a weights file, or None
     backbone: str = "cstf-n"
     save_every: int = 200
     curriculum: float = 0.4  # share of the steps over which pair difficulty ramps from 0 to 1
@@ -106,7 +106,7 @@ class MatchTrainer:
         torch.manual_seed(config.seed)
         self.matcher = CSTFMatcher(MatcherSpec(backbone=config.backbone))
         if config.init == "detector":
-            log.info("initialised %d backbone tensors from the shipped detector", init_from_detector(self.matcher))
+            log.info("initialised %d backbone tensors from the SiLU detector weights", init_from_detector(self.matcher))
         elif config.init:
             self.matcher.load_state_dict(load_matcher(config.init)[0].state_dict())
         self.optimizer = build_optimizer(self.matcher, config.lr, config.weight_decay)

@@ -72,6 +72,7 @@ class RunConfig:
             (not 0.0 < self.iou <= 1.0, f"--iou must be in (0, 1], got {self.iou}"),
             (self.vis_conf is not None and not 0.0 <= self.vis_conf <= 1.0,
              f"--vis-conf must be in [0, 1], got {self.vis_conf}"),
+            (self.vis_conf is not None and not self.save_vis, "--vis-conf sets what --save-vis draws: add --save-vis"),
             (self.batch < 1, f"--batch must be at least 1, got {self.batch}"),
             (self.imgsz is not None and self.imgsz < 32, f"--imgsz must be at least 32, got {self.imgsz}"),
             (self.tile is not None and self.tile < 32, f"--tile must be at least 32, got {self.tile}"),
