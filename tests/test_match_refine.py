@@ -148,7 +148,7 @@ def test_match_cli_with_shipped_weights_uses_the_refinement(tmp_path, capsys):
     assert grid_rmse(np.array(result["transform"]), truth, (384, 384)) < 1.0
 
 
-def test_matcher_keeps_the_network_matches_when_the_refinement_declines(monkeypatch):
+def test_matcher_keeps_the_network_matches_when_the_refinement_declines(monkeypatch, tmp_path, capsys):
     pytest.importorskip("torch")
     import cstf_edge.match.cstf as cstf_module
 
@@ -162,3 +162,9 @@ def test_matcher_keeps_the_network_matches_when_the_refinement_declines(monkeypa
         got = matcher.match(reference, query)
         assert matcher.last_refined is False and matcher.name == "cstf" and matcher.last_stage == "network"
     assert len(got) == len(expected) > 0 and np.allclose(got.ref_xy, expected.ref_xy)
+    # The command writes such a transform but does not trust it: exit code 1, "confirmed": false.
+    cv2.imwrite(str(tmp_path / "ref.png"), reference)
+    cv2.imwrite(str(tmp_path / "qry.png"), query)
+    assert main(["match", str(tmp_path / "ref.png"), str(tmp_path / "qry.png"), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["stage"] == "network" and result["confirmed"] is False and result["transform"] is not None

@@ -23,9 +23,10 @@ _EXAMPLES = """examples:
   cstf-edge match ref.png query.png --model artifacts/cstf-matcher-512.onnx --max-keypoints 500
   cstf-edge match ref.png query.png --method sift --out runs/sift   the OpenCV baseline, same outputs
 
-Exit code 0 when a transform was found and trusted, 1 when not (too few matches or inliers, or a
-degenerate matrix: then no transform.txt is written and the JSON's "transform" is null, with a "reason"),
-2 for bad input. The transform maps reference pixels to query pixels (x = column, y = row, OpenCV pixel
+Exit code 0 when a transform was found and trusted, 1 when not: too few matches or inliers, or a
+degenerate matrix (then no transform.txt is written and the JSON's "transform" is null, with a "reason"), or
+a transform of the network's matches that the dense refinement could not confirm (written, with "confirmed":
+false in the JSON and a warning). 2 for bad input. The transform maps reference pixels to query pixels (x = column, y = row, OpenCV pixel
 centres). The query may be turned by any angle: the matcher tries it in four quarter turns, matches once
 more with the query resampled onto the reference by the transform found so far, then refines that
 transform by dense template matching of orientation channels (--no-refine: the network's matches alone).
@@ -79,8 +80,12 @@ def run(args) -> int:
         seconds = time.perf_counter() - start
     result = summary(matches, estimate, seconds, getattr(matcher, "last_turn", None),
                      getattr(matcher, "last_refined", None), getattr(matcher, "last_stage", None))
-    if estimate.ok and result.get("stage") == "network" and not args.no_refine:
-        log.warning("the dense refinement could not confirm this transform (stage: network alone); check "
+    unconfirmed = estimate.ok and result.get("stage") == "network" and not args.no_refine
+    if "stage" in result:
+        result["confirmed"] = estimate.ok and not unconfirmed
+    if unconfirmed:
+        log.warning("the dense refinement could not confirm this transform (stage: network alone; on the tuning "
+                    "pairs such transforms were wrong more often than right): exit code 1; check "
                     "checkerboard.png before relying on it")
     if args.out:
         for path in write_outputs(Path(args.out), reference, query, matches, estimate, result):
@@ -93,4 +98,4 @@ def run(args) -> int:
               f"(reference -> query):\n" + "\n".join(" ".join(f"{v:12.6g}" for v in row) for row in estimate.transform))
     else:
         print(f"no reliable transform: {estimate.reason} ({len(matches)} matches, {seconds:.2f} s)")
-    return 0 if estimate.ok else 1
+    return 0 if estimate.ok and not unconfirmed else 1
