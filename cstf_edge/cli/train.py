@@ -31,7 +31,7 @@ examples:
   cstf-edge train --data data/sar --reference-modality sar --out runs/sar --device cuda --batch 32
       optical query, co-registered SAR reference (data/sar/sar/images/<same id>)
   cstf-edge train --data hrsc.toml --model cstf-s --imgsz 800 --out runs/hrsc --val-every 5
-  cstf-edge train --data dota_patches --classes plane,ship,storage-tank,small-vehicle,large-vehicle \
+  cstf-edge train --data dota_patches --classes plane,ship,storage-tank,small-vehicle,large-vehicle \\
       --weights cstf_edge/weights/cstf-n-relu-synthrs.safetensors --lr 5e-4 --epochs 20 --out runs/dota_ft
       fine-tune the shipped weights (their class list, in their order) on real patches
 """
