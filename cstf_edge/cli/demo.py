@@ -6,7 +6,7 @@ import json
 
 from cstf_edge.cli.train import require_train_extra
 
-_EXAMPLES = """what it does (about 3-5 minutes on 2 CPU cores, no data or GPU needed):
+_EXAMPLES = """what it does (under 5 minutes on 2 CPU cores, 30-45 s measured; no data or GPU needed):
   1. makes SynthRS scenes (8 of 1024 px and one of 2560 px that needs tiling) in OUT/scenes
   2. exports the shipped cstf-n-relu weights to FP32, FP16 and INT8 ONNX (INT8 calibrated on 16 other scenes)
   3. runs the INT8 model through the runtime on every scene (the large one tiled) -> OUT/detections

@@ -3,7 +3,7 @@
 ONNX Runtime runs a Q/DQ Concat as ``QLinearConcat``: an input whose scale and zero point equal the output's is
 copied, any other goes through a 256-entry requantization table byte by byte. With each tensor calibrated on
 its own, every input of every Concat of CSTF's C2f blocks and neck differed, and the Concats took 3.8 of 31 ms
-of the INT8 network at 1024 x 1024 on a 2-core AMD EPYC (1.7 ms with the ranges shared; ONNX Runtime profile).
+of the INT8 network at 1024 x 1024 on a 2-core AMD EPYC (2.2 ms with the ranges shared; ONNX Runtime profile).
 TensorRT merges Concat scales the same way when it builds an engine.
 
 :func:`share_concat_ranges` unites the calibrated range of a Concat's output with those of its inputs, and
