@@ -74,7 +74,8 @@ def shared_ranges(graph, ranges: dict[str, tuple[float, float]],
     to them by pass-through ops, on the union of their ranges. Concats are taken in graph order, and one is
     left alone when sharing would widen some tensor's range (its own or one joined before) beyond
     ``MAX_SPAN_RATIO`` times its span, or give a non-negative range negative values. A pass-through op always
-    joins its input and output (ONNX Runtime's quantizer gives its output the input's parameters anyway). Nodes in ``float_nodes`` stay FP32 and join nothing."""
+    joins its input and output (ONNX Runtime's quantizer gives its output the input's parameters anyway).
+    Nodes in ``float_nodes`` stay FP32 and join nothing."""
     groups = _Groups(ranges)
     for node in graph.node:
         if node.name in float_nodes or node.op_type not in ("Concat", *PASS_THROUGH_OPS):
