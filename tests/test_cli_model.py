@@ -225,7 +225,8 @@ def test_train_fine_tunes_from_weights_and_refuses_other_classes(tmp_path, caplo
 def test_train_takes_the_model_of_its_weights_and_warns_on_another(tmp_path, caplog):
     """Without --model, --weights decides the model size (the shipped weights are cstf-n-relu); an explicit
     other size with the same tensors loads with a warning; a corrupt weights file is a clear error (exit 2)."""
-    from cstf_edge.model.checkpoint import SILU_WEIGHTS, load_initial_weights, read_safetensors
+    from cstf_edge.model.checkpoint import load_initial_weights, read_safetensors
+    from cstf_edge.shipped import SILU_WEIGHTS
 
     data = tmp_path / "data"
     generate_dataset(data, 2, size=128, seed=5, progress=False)

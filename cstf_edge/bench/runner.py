@@ -23,6 +23,7 @@ from cstf_edge.errors import CstfError
 from cstf_edge.eval.detector_map import MAP_CONF, MAP_NMS_IOU
 from cstf_edge.export.parity import MATCH_IOU, PARITY_CONF, PARITY_NMS_IOU
 from cstf_edge.runtime.detector import Detector
+from cstf_edge.shipped import SHIPPED_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,7 @@ SPEED_IOU = _DETECTOR_DEFAULTS["iou"].default
 def resolve_weights(options: BenchOptions) -> Path:
     if options.weights:
         return Path(options.weights)
-    from cstf_edge.runtime.backends.torch import runner as torch_runner
-
-    shipped = Path(torch_runner.__file__).resolve().parents[3] / "weights" / "cstf-n-relu-synthrs.safetensors"
+    shipped = SHIPPED_WEIGHTS
     if not shipped.is_file():
         raise BenchError(f"the shipped weights are missing ({shipped}); pass --weights W")
     try:  # as reports show it: relative to the working directory when inside it

@@ -27,8 +27,9 @@ Exit code 0 when a transform was found and trusted, 1 when not: too few matches 
 degenerate matrix (then no transform.txt is written and the JSON's "transform" is null, with a "reason"), or
 a transform of the network's matches that the dense refinement could not confirm (written, with "confirmed":
 false in the JSON and a warning). 2 for bad input. The transform maps reference pixels to query pixels
-(x = column, y = row, OpenCV pixel centres). The query may be turned by any angle: the matcher tries it in four quarter turns, matches once
-more with the query resampled onto the reference by the transform found so far, then refines that
+(x = column, y = row, OpenCV pixel centres). The query may be turned by any angle: the matcher tries it in
+four quarter turns, matches once more with the query resampled onto the reference by the transform found so
+far, then refines that
 transform by dense template matching of orientation channels (--no-refine: the network's matches alone).
 With the refinement, matches.csv holds its correspondences (confidence: the correlation peak's margin).
 """

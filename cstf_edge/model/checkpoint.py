@@ -23,12 +23,10 @@ from safetensors.torch import save as save_safetensors
 from cstf_edge._io import atomic_write_bytes, atomic_write_text
 from cstf_edge.errors import DataError
 from cstf_edge.model.detector import CSTFDetector, build_model
+from cstf_edge.shipped import SHIPPED_WEIGHTS
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED_WEIGHTS = WEIGHTS_DIR / "cstf-n-relu-synthrs.safetensors"  # the default detector
-SILU_WEIGHTS = WEIGHTS_DIR / "cstf-n-synthrs.safetensors"  # the first shipped detector (cstf-n, SiLU)
 META_KEY = "cstf_edge"
 WEIGHTS_FORMAT = "cstf-edge-weights/1"
 STATE_FORMAT = "cstf-edge-train-state/1"
@@ -113,7 +111,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 def shipped_weights() -> Path:
     """The default weights shipped in the package: cstf-n-relu trained on SynthRS optical scenes (the first
-    shipped weights, cstf-n with SiLU, are ``SILU_WEIGHTS`` beside them)."""
+    shipped weights, cstf-n with SiLU, are ``cstf_edge.shipped.SILU_WEIGHTS``)."""
     return SHIPPED_WEIGHTS
 
 

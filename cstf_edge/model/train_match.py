@@ -23,14 +23,14 @@ from tqdm import tqdm
 from cstf_edge._io import atomic_write_bytes, atomic_write_text
 from cstf_edge.data.match_pairs import canonical_pair, image_sources, sample_pair, sources_digest, synthrs_sources
 from cstf_edge.errors import CstfError, DataError
-from cstf_edge.model.checkpoint import (SILU_WEIGHTS, optimizer_tensors, read_safetensors, restore_optimizer,
-                                        write_safetensors)
+from cstf_edge.model.checkpoint import optimizer_tensors, read_safetensors, restore_optimizer, write_safetensors
 from cstf_edge.model.match_loss import matcher_loss
 from cstf_edge.model.matcher import CSTFMatcher, MatcherSpec, check_matcher_input, matcher_spec_dict
 from cstf_edge.model.optim import build_optimizer, warmup_cosine
 from cstf_edge.model.train import metrics_csv, read_metrics_csv
 from cstf_edge.runtime.backends.torch.matcher import MATCHER_FORMAT
 from cstf_edge.runtime.preprocess import to_tensor
+from cstf_edge.shipped import SILU_WEIGHTS
 
 log = logging.getLogger(__name__)
 
