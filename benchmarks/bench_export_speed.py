@@ -8,8 +8,8 @@ the median and p90 latency of the network alone
 (``session.run``; pre/post-processing are measured by ``cstf-edge bench``) and the ratio to FP32. The issue's
 target: INT8 at least 2x faster than FP32 at 1024 x 1024.
 
-    python benchmarks/bench_export_speed.py [--dir artifacts/cpu-int8] [--rounds 20] [--settle 0.1] [--threads N]
-                                            [--json]
+    python benchmarks/bench_export_speed.py [--dir artifacts/cpu-int8] [--name cstf-n-relu-1024] [--rounds 20]
+                                            [--settle 0.1] [--threads N] [--json]
 """
 from __future__ import annotations
 
@@ -27,18 +27,29 @@ from cstf_edge.bench.environment import cpu_info
 TARGET_INT8_SPEEDUP = 2.0
 
 
-def sessions(folder: Path, threads: int | None) -> dict[str, ort.InferenceSession]:
+def model_name(folder: Path, name: str | None) -> str:
+    """The one export in ``folder`` (``<name>.fp32.onnx``), or ``name``; a folder with several needs ``--name``."""
+    names = sorted(p.name[: -len(".fp32.onnx")] for p in folder.glob("*.fp32.onnx"))
+    if name is None and len(names) == 1:
+        return names[0]
+    if name in names:
+        return name
+    if not names:
+        raise SystemExit(f"no *.fp32.onnx in {folder}; run python -m cstf_edge.export --profile export/cpu-int8.toml")
+    raise SystemExit(f"{folder} holds {', '.join(names)}: name one with --name"
+                     + (f" ({name!r} is not there)" if name else ""))
+
+
+def sessions(folder: Path, name: str, threads: int | None) -> dict[str, ort.InferenceSession]:
     found = {}
     for precision in ("fp32", "fp16", "int8"):
-        matches = sorted(folder.glob(f"*.{precision}.onnx"))
-        if matches:
+        path = folder / f"{name}.{precision}.onnx"
+        if path.is_file():
             options = ort.SessionOptions()
             options.log_severity_level = 3
             if threads:
                 options.intra_op_num_threads = threads
-            found[precision] = ort.InferenceSession(str(matches[0]), options, providers=["CPUExecutionProvider"])
-    if "fp32" not in found:
-        raise SystemExit(f"no *.fp32.onnx in {folder}; run python -m cstf_edge.export --profile export/cpu-int8.toml")
+            found[precision] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return found
 
 
@@ -64,17 +75,19 @@ def main() -> None:
     parser.add_argument("--dir", default="artifacts/cpu-int8", help="folder with <name>.{fp32,fp16,int8}.onnx")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--settle", type=float, default=0.1, help="idle seconds before each timed run (default 0.1)")
+    parser.add_argument("--name", help="the export to time when the folder holds several (e.g. cstf-n-relu-1024)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    runs = sessions(Path(args.dir), args.threads)
+    name = model_name(Path(args.dir), args.name)
+    runs = sessions(Path(args.dir), name, args.threads)
     times = measure(runs, args.rounds, args.settle)
     base = float(np.median(times["fp32"]))
     rows = {name: {"median_ms": round(float(np.median(t)), 2), "p90_ms": round(float(np.percentile(t, 90)), 2),
                    "speedup_vs_fp32": round(base / float(np.median(t)), 2)} for name, t in times.items()}
     shape = runs["fp32"].get_inputs()[0].shape
     cpu = cpu_info()
-    report = {"input": shape, "rounds": args.rounds, "settle_s": args.settle, "cpu_count": os.cpu_count(),
+    report = {"model": name, "input": shape, "rounds": args.rounds, "settle_s": args.settle, "cpu_count": os.cpu_count(),
               "cpu": cpu["model"], "cpu_flags": [flag for flag, present in cpu["flags"].items() if present],
               "onnxruntime": ort.__version__,
               "variants": rows, "target_int8_speedup": TARGET_INT8_SPEEDUP,
@@ -82,7 +95,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"input {shape}, {args.rounds} interleaved rounds, ONNX Runtime {ort.__version__}, {os.cpu_count()} cores "
+    print(f"{name}: input {shape}, {args.rounds} interleaved rounds, ONNX Runtime {ort.__version__}, {os.cpu_count()} cores "
           f"of {report['cpu']}")
     for name, row in rows.items():
         print(f"  {name}: median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "

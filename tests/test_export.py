@@ -169,6 +169,7 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
     from onnx import numpy_helper
 
     int8_graph = onnx.load(str(out / f"cstf-n-relu-{SIZE}.int8.onnx")).graph
+    assert not [n.name for n in int8_graph.node if n.op_type == "Resize" and n.name.startswith("/neck/")]
     fp32_weights = {i.name: numpy_helper.to_array(i) for i in fp32_graph.initializer}
     int8_weights = {i.name: numpy_helper.to_array(i) for i in int8_graph.initializer}
     kept = [n for n in int8_graph.node if n.op_type == "Conv" and ("_out/" in n.name or "/stage1/" in n.name)]
@@ -186,6 +187,8 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
         assert detector.info.extra["quantized_tensors"] > 50
         assert detector.info.extra["weight_rounding"] == "sum-preserving-v1"
         assert detector.info.extra["ranges"] == "concat-shared-v1"
+        assert detector.info.extra["upsample"] == "nearest-upsample-gather-v1"
+        assert detector.info.extra["gathered_upsamples"] >= 2  # the neck's two upsamples
         found = detector.detect(np.full((300, 200, 3), 90, np.uint8))
         assert found.image_shape == (300, 200)
     # A second export with the same inputs reuses the calibration ranges and the sweep (no image is read).

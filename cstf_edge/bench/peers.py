@@ -216,7 +216,7 @@ def make_int8(fp32: Path, out: Path, batcher, calibration: Path, method: str) ->
         quantize(rounded, staging, batcher=batcher, method=method, exclude=exclude, cache_path=cache)
         finish_int8(staging, out, info, {"calibration": {"manifest": str(calibration), "method": method,
                                                          "cache_key": key}, "weight_rounding": SCHEME,
-                                        "ranges": RANGES})
+                                        "ranges": RANGES}, onnxruntime=True)
     except CstfError:
         raise
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises its own and plain types
@@ -306,8 +306,9 @@ class PeerArtifacts:
 
     def _fresh_int8(self, path: Path, fp32_info: ArtifactInfo) -> bool:
         """Quantized from the current FP32 file with this calibration manifest and method, and the export's
-        weight rounding and shared Concat ranges."""
+        weight rounding, shared Concat ranges and upsample form."""
         from cstf_edge.bench.variants import calibrated_with
+        from cstf_edge.export.nhwc_upsample import SCHEME as UPSAMPLE
         from cstf_edge.export.shared_ranges import SCHEME as RANGES
         from cstf_edge.export.weight_rounding import SCHEME
 
@@ -315,7 +316,7 @@ class PeerArtifacts:
             return False
         info = _info(path)
         return (info.source_sha256 == fp32_info.source_sha256 and info.extra.get("weight_rounding") == SCHEME
-                and info.extra.get("ranges") == RANGES
+                and info.extra.get("ranges") == RANGES and info.extra.get("upsample") == UPSAMPLE
                 and calibrated_with(info.extra.get("calibration") or {}, self.calibration, self.method))
 
     def _batcher(self, info: ArtifactInfo):

@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 # Bumped whenever the exported graph changes for the same weights (numbers or speed), so tools that reuse
 # artifacts (cstf-edge bench) remake older ones: 2 = entropy as log Z - E[s], CSP input halves as two convolutions;
-# 3 = that entropy clamped at 0; 4 = ONNX Runtime INT8 with shared Concat ranges (export/shared_ranges.py).
-EXPORT_REVISION = 4
+# 3 = that entropy clamped at 0; 4 = ONNX Runtime INT8 with shared Concat ranges (export/shared_ranges.py);
+# 5 = its nearest upsamples as NHWC Gathers (export/nhwc_upsample.py).
+EXPORT_REVISION = 5
 
 
 def sha256_file(path: str | Path) -> str:

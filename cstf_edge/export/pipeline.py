@@ -127,7 +127,8 @@ class ExportRun:
                      "sensitivity_fp32_groups": [r.group for r in rows if r.kept_fp32],
                      "weight_rounding": ROUNDING if rounding else "nearest",
                      **({"ranges": RANGES} if self.options.target == "onnxruntime" else {})}
-            int8_info = finish_int8(staging, self.path("int8"), info, extra)
+            int8_info = finish_int8(staging, self.path("int8"), info, extra,
+                                    onnxruntime=self.options.target == "onnxruntime")
         finally:
             rounded.unlink(missing_ok=True)
             staging.unlink(missing_ok=True)  # finish_int8 has moved it into place, or it failed

@@ -1,0 +1,77 @@
+"""Nearest upsamples of ONNX Runtime INT8 models written as NHWC Gathers (cstf_edge.export.nhwc_upsample)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from cstf_edge.export.nhwc_upsample import gather_nearest_upsamples  # noqa: E402
+
+SHAPE = [1, 4, 6, 5]
+
+
+def _model(mode="nearest", coordinates="asymmetric", scales=(1, 1, 2, 3), out_scale=0.05, readers=1):
+    """x -> Q/DQ -> 1x1 Conv (Q/DQ weights) -> Q/DQ -> Resize -> Q/DQ (scale ``out_scale``) -> y."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.uint8(3), "z"),
+             numpy_helper.from_array(np.float32(out_scale), "s_out"),
+             numpy_helper.from_array(rng.integers(-60, 60, (4, 4, 1, 1)).astype(np.int8), "w"),
+             numpy_helper.from_array(np.float32(0.02), "ws"), numpy_helper.from_array(np.int8(0), "wz"),
+             numpy_helper.from_array(np.array(scales, np.float32), "scales")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+             helper.make_node("Resize", ["cd", "", "scales"], ["r"], name="up", mode=mode,
+                              coordinate_transformation_mode=coordinates, nearest_mode="floor"),
+             helper.make_node("QuantizeLinear", ["r", "s_out", "z"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "s_out", "z"], ["y"])]
+    out_shape = [int(d * f) for d, f in zip(SHAPE, scales)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)]
+    if readers == 2:
+        nodes.append(helper.make_node("Relu", ["r"], ["y2"]))
+        outputs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, out_shape))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)], outputs,
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model, x, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+def test_the_rewritten_upsample_gives_the_same_bytes(level):
+    model = _model()
+    x = np.random.default_rng(1).uniform(-1, 10, SHAPE).astype(np.float32)
+    before = _run(model, x, level)[0]
+    assert gather_nearest_upsamples(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert "Resize" not in ops and ops.count("Gather") == 2 and ops.count("Transpose") == 2
+    after = _run(model, x, level)[0]
+    assert after.shape == (1, 4, 12, 15)
+    np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(after[:, :, ::2, ::3], after[:, :, 1::2, 2::3])  # a plain repeat
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"mode": "linear"},  # not nearest
+    {"coordinates": "half_pixel"},  # another sampling grid
+    {"scales": (1, 1, 1.5, 2)},  # not a whole-number factor
+    {"scales": (1, 2, 2, 2)},  # resizes channels
+    {"out_scale": 0.07},  # requantizes: ONNX Runtime runs it in float
+    {"readers": 2},  # its float output is read elsewhere
+])
+def test_other_resizes_are_left_alone(kwargs):
+    model = _model(**kwargs)
+    assert gather_nearest_upsamples(model) == 0
+    assert [n.op_type for n in model.graph.node].count("Resize") == 1
