@@ -187,8 +187,9 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
         assert detector.info.extra["quantized_tensors"] > 50
         assert detector.info.extra["weight_rounding"] == "sum-preserving-v1"
         assert detector.info.extra["ranges"] == "concat-shared-v1"
-        assert detector.info.extra["upsample"] == "nearest-upsample-gather-v1"
+        assert detector.info.extra["ort_layout"] == "ort-int8-layout-v1"
         assert detector.info.extra["gathered_upsamples"] >= 2  # the neck's two upsamples
+        assert detector.info.extra["padded_convs"] == 1  # the 3-channel stem
         found = detector.detect(np.full((300, 200, 3), 90, np.uint8))
         assert found.image_shape == (300, 200)
     # A second export with the same inputs reuses the calibration ranges and the sweep (no image is read).

@@ -306,9 +306,9 @@ class PeerArtifacts:
 
     def _fresh_int8(self, path: Path, fp32_info: ArtifactInfo) -> bool:
         """Quantized from the current FP32 file with this calibration manifest and method, and the export's
-        weight rounding, shared Concat ranges and upsample form."""
+        weight rounding, shared Concat ranges and ONNX Runtime layout."""
         from cstf_edge.bench.variants import calibrated_with
-        from cstf_edge.export.nhwc_upsample import SCHEME as UPSAMPLE
+        from cstf_edge.export.ort_layout import SCHEME as ORT_LAYOUT
         from cstf_edge.export.shared_ranges import SCHEME as RANGES
         from cstf_edge.export.weight_rounding import SCHEME
 
@@ -316,7 +316,7 @@ class PeerArtifacts:
             return False
         info = _info(path)
         return (info.source_sha256 == fp32_info.source_sha256 and info.extra.get("weight_rounding") == SCHEME
-                and info.extra.get("ranges") == RANGES and info.extra.get("upsample") == UPSAMPLE
+                and info.extra.get("ranges") == RANGES and info.extra.get("ort_layout") == ORT_LAYOUT
                 and calibrated_with(info.extra.get("calibration") or {}, self.calibration, self.method))
 
     def _batcher(self, info: ArtifactInfo):

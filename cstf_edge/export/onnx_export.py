@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 # Bumped whenever the exported graph changes for the same weights (numbers or speed), so tools that reuse
 # artifacts (cstf-edge bench) remake older ones: 2 = entropy as log Z - E[s], CSP input halves as two convolutions;
 # 3 = that entropy clamped at 0; 4 = ONNX Runtime INT8 with shared Concat ranges (export/shared_ranges.py);
-# 5 = its nearest upsamples as NHWC Gathers (export/nhwc_upsample.py).
+# 5 = its upsamples and stem in ONNX Runtime's fast INT8 forms (export/ort_layout.py), the CSTF fusion's BatchNorm
+# as a depthwise 1x1 convolution (quantized with the convolutions around it).
 EXPORT_REVISION = 5
 
 
@@ -108,9 +109,11 @@ def export_onnx(model, meta: dict, options: ExportOptions, path: Path, source_sh
     """Write the FP32 ONNX of ``model`` to ``path`` atomically; return its metadata."""
     import onnx
 
+    from cstf_edge.model.cstf_block import fusion_norms_as_convs
     from cstf_edge.model.layers import split_csp_inputs
 
-    proto = onnx.load_from_string(_trace_to_onnx(split_csp_inputs(model), options))
+    export_form = fusion_norms_as_convs(split_csp_inputs(model))  # a copy; ``model`` keeps its trained layout
+    proto = onnx.load_from_string(_trace_to_onnx(export_form, options))
     proto = simplify(proto)
     info = artifact_info(meta, options, source_sha256)
     set_metadata(proto, info)

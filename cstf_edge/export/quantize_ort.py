@@ -21,8 +21,7 @@ import numpy as np
 from cstf_edge._io import atomic_write_bytes
 from cstf_edge.export.calibration import CalibrationBatcher
 from cstf_edge.export.errors import ExportError
-from cstf_edge.export.nhwc_upsample import SCHEME as UPSAMPLE
-from cstf_edge.export.nhwc_upsample import gather_nearest_upsamples
+from cstf_edge.export import ort_layout
 from cstf_edge.export.onnx_export import set_metadata
 from cstf_edge.export.shared_ranges import share_concat_ranges
 from cstf_edge.runtime.artifact import ArtifactInfo
@@ -166,15 +165,15 @@ def _root_info_muted():
 def finish_int8(qdq_path: Path, out_path: Path, info: ArtifactInfo, extra: dict, *,
                 onnxruntime: bool) -> ArtifactInfo:
     """Add the artifact metadata (with the number of quantized tensors) to a Q/DQ model and move it atomically
-    to ``out_path``. For an ``onnxruntime`` target its nearest upsamples are first written in the form ONNX
-    Runtime's uint8 kernels run fastest (``nhwc_upsample``; the same values)."""
+    to ``out_path``. For an ``onnxruntime`` target the graph first takes the forms ONNX Runtime's INT8 kernels run
+    fastest (``ort_layout``; the same values)."""
     import onnx
 
     model = onnx.load(str(qdq_path))
     quantized = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
     extra = {**extra, "quantized_tensors": quantized}
     if onnxruntime:
-        extra.update(upsample=UPSAMPLE, gathered_upsamples=gather_nearest_upsamples(model))
+        extra.update(ort_layout=ort_layout.SCHEME, **ort_layout.apply(model))
     int8_info = ArtifactInfo(**{**info.__dict__, "precision": "int8", "extra": {**info.extra, **extra}})
     set_metadata(model, int8_info)
     atomic_write_bytes(out_path, model.SerializeToString())

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cstf_edge.model.layers import ConvBNAct
+from cstf_edge.model.layers import ConvBNAct, batchnorm_as_depthwise
 from cstf_edge.model.saliency import KeypointSaliency
 
 MEMORY_NOTE = (
@@ -126,6 +126,16 @@ class Fusion(nn.Module):
     def forward(self, x, context, confidence, keypoint) -> torch.Tensor:
         fused = self.mix(torch.cat([x, context, confidence, keypoint], dim=1))
         return self.norm(x + self.refine(fused))
+
+
+def fusion_norms_as_convs(model: nn.Module) -> nn.Module:
+    """``model`` (an export copy: changed in place, and returned) with every :class:`Fusion` normalisation as the
+    equivalent depthwise 1x1 convolution (:func:`~cstf_edge.model.layers.batchnorm_as_depthwise`); its
+    checkpoint keys are no longer the trained ones."""
+    for module in model.modules():
+        if isinstance(module, Fusion) and isinstance(module.norm, nn.BatchNorm2d):
+            module.norm = batchnorm_as_depthwise(module.norm)
+    return model
 
 
 class CSTFBlock(nn.Module):

@@ -116,6 +116,19 @@ def split_csp_inputs(model: nn.Module) -> nn.Module:
     return model
 
 
+def batchnorm_as_depthwise(norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """The inference-time affine map of ``norm`` as a depthwise 1x1 convolution (``y = a * x + b`` per channel,
+    ``a = gamma / sqrt(var + eps)``, ``b = beta - a * mean``): the same numbers up to rounding. ONNX Runtime
+    quantizes a convolution into its NHWC INT8 path, where a BatchNormalization that cannot fold into a
+    convolution (one after a residual sum) stays a float island between dequantize and quantize nodes."""
+    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    conv = nn.Conv2d(norm.num_features, norm.num_features, 1, groups=norm.num_features, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(scale.view(-1, 1, 1, 1))
+        conv.bias.copy_(norm.bias.detach() - scale * norm.running_mean)
+    return conv.to(norm.weight.device).eval()
+
+
 class SpatialPyramidPool(nn.Module):
     """Three chained 5x5 max-pools concatenated (SPPF): a large receptive field at stride 32."""
 

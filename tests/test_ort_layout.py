@@ -1,4 +1,4 @@
-"""Nearest upsamples of ONNX Runtime INT8 models written as NHWC Gathers (cstf_edge.export.nhwc_upsample)."""
+"""ONNX Runtime's fast INT8 graph forms (cstf_edge.export.ort_layout): the same bytes out, the form changed."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from cstf_edge.export.nhwc_upsample import gather_nearest_upsamples  # noqa: E402
+from cstf_edge.export.ort_layout import apply, gather_nearest_upsamples, pad_input_channels  # noqa: E402
 
 SHAPE = [1, 4, 6, 5]
 
@@ -75,3 +75,52 @@ def test_other_resizes_are_left_alone(kwargs):
     model = _model(**kwargs)
     assert gather_nearest_upsamples(model) == 0
     assert [n.op_type for n in model.graph.node].count("Resize") == 1
+
+
+def _conv_model(in_channels=3, out_channels=16, groups=1, weight_zero=0):
+    """x -> Q/DQ -> 3x3 Conv (per-channel int8 weights, bias) -> Q/DQ -> y."""
+    rng = np.random.default_rng(2)
+    shape = [1, in_channels, 9, 7]
+    weights = rng.integers(-100, 100, (out_channels, in_channels // groups, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.float32(0.02), "s"), numpy_helper.from_array(np.uint8(5), "z"),
+             numpy_helper.from_array(weights, "w"),
+             numpy_helper.from_array(rng.uniform(0.001, 0.01, out_channels).astype(np.float32), "ws"),
+             numpy_helper.from_array(np.full(out_channels, weight_zero, np.int8), "wz"),
+             numpy_helper.from_array(rng.normal(0, 0.5, out_channels).astype(np.float32), "b"),
+             numpy_helper.from_array(np.float32(0.03), "s_out")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["c"], name="stem", pads=[1, 1, 1, 1], strides=[2, 2],
+                              group=groups),
+             helper.make_node("QuantizeLinear", ["c", "s_out", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s_out", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 5, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shape
+
+
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+def test_a_three_channel_convolution_padded_to_four_gives_the_same_bytes(level):
+    model, shape = _conv_model()
+    x = np.random.default_rng(3).uniform(0, 5, shape).astype(np.float32)
+    before = _run(model, x, level)[0]
+    assert apply(model) == {"gathered_upsamples": 0, "padded_convs": 1}
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    padded = weights["stem/padded_weight"]
+    assert padded.shape == (16, 4, 3, 3) and not padded[:, 3].any()
+    assert [n.op_type for n in model.graph.node].count("Pad") == 1
+    np.testing.assert_array_equal(_run(model, x, level)[0], before)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"in_channels": 4},  # already a multiple of 4
+    {"out_channels": 8},  # too few outputs for the kernel that padding would reach
+    {"in_channels": 6, "groups": 3, "out_channels": 18},  # grouped
+    {"weight_zero": 1},  # asymmetric weights: that kernel takes symmetric ones only
+])
+def test_other_convolutions_are_not_padded(kwargs):
+    model, _ = _conv_model(**kwargs)
+    assert pad_input_channels(model) == 0
+    assert "Pad" not in [n.op_type for n in model.graph.node]
