@@ -189,7 +189,9 @@ def test_int8_export_end_to_end(tmp_path, scenes, monkeypatch):
         assert detector.info.extra["ranges"] == "concat-shared-v1"
         assert detector.info.extra["ort_layout"] == "ort-int8-layout-v1"
         assert detector.info.extra["gathered_upsamples"] >= 2  # the neck's two upsamples
-        assert detector.info.extra["padded_convs"] == 1  # the 3-channel stem
+        # the 3-channel stem and the two CSTF fusions' first convolutions (features, context, confidences and the
+        # keypoint map: an odd channel count)
+        assert detector.info.extra["padded_convs"] == 3
         found = detector.detect(np.full((300, 200, 3), 90, np.uint8))
         assert found.image_shape == (300, 200)
     # A second export with the same inputs reuses the calibration ranges and the sweep (no image is read).

@@ -11,7 +11,8 @@ graph fall off its fast paths (ONNX Runtime 1.32 profiles of cstf-n INT8 at 1024
 - **Convolutions over 3 channels.** The symmetric INT8 convolution kernels need a multiple of 4 input channels;
   the 3-channel stem fell back to a generic im2col path, 3.5 ms where FP32 took 1.6 ms.
   :func:`pad_input_channels` pads the quantized input with zero-point channels (a uint8 ``Pad``, 0.06 ms) and
-  the weights with zeros: 1.9 ms. (On Arm64 ONNX Runtime uses that kernel only from 64 input channels.)
+  the weights with zeros: 1.9 ms. The CSTF fusions' first convolutions (an odd channel count) get one channel
+  too. (On Arm64 ONNX Runtime uses that kernel only from 64 input channels.)
 
 Every tensor a rewrite adds carries the scale and zero point of the one it replaces, so ONNX Runtime drops the
 Q/DQ pairs and moves the same bytes. For ONNX Runtime targets only; TensorRT builds from the plain Q/DQ graph.
