@@ -111,6 +111,8 @@ def test_a_three_channel_convolution_padded_to_four_gives_the_same_bytes(level):
     padded = weights["stem/padded_weight"]
     assert padded.shape == (16, 4, 3, 3) and not padded[:, 3].any()
     assert [n.op_type for n in model.graph.node].count("Pad") == 1
+    read = {name for node in model.graph.node for name in node.input}
+    assert "xd" not in read and not [n for n in model.graph.node if "xd" in n.output]  # the old DQ is gone
     np.testing.assert_array_equal(_run(model, x, level)[0], before)
 
 

@@ -38,6 +38,7 @@ def apply(model) -> dict[str, int]:
 
     counts = {"gathered_upsamples": gather_nearest_upsamples(model), "padded_convs": pad_input_channels(model)}
     if any(counts.values()):
+        _drop_unread(model.graph)
         onnx.checker.check_model(model)
         log.info("INT8 layout for ONNX Runtime: %d upsample(s) as NHWC Gathers, %d convolution(s) padded to a "
                  "multiple of %d input channels", counts["gathered_upsamples"], counts["padded_convs"],
@@ -195,6 +196,18 @@ def _upsample_nodes(graph, resize, quantize, factors, size) -> list:
                       helper.make_node("DequantizeLinear", [f"{out}/q", scale, zero], [f"{out}/dq"], name=f"{out}/DQ")]
             current = f"{out}/dq"
     return nodes
+
+
+def _drop_unread(graph) -> None:
+    """Remove the nodes no one reads any more (a padded convolution's former input DequantizeLinear): ONNX
+    Runtime would still run them (0.36 ms for the image's)."""
+    while True:
+        read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+        unread = [node for node in graph.node if not any(out in read for out in node.output)]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
 
 
 def _replace(graph, node, nodes) -> None:
