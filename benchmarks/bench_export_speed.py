@@ -10,6 +10,7 @@ target: INT8 at least 2x faster than FP32 at 1024 x 1024.
 
     python benchmarks/bench_export_speed.py [--dir artifacts/cpu-int8] [--name cstf-n-relu-1024] [--rounds 20]
                                             [--settle 0.1] [--threads N] [--json]
+    python benchmarks/bench_export_speed.py --models before.int8.onnx after.int8.onnx [--rounds 25]   # an A/B
 """
 from __future__ import annotations
 
@@ -40,23 +41,27 @@ def model_name(folder: Path, name: str | None) -> str:
                      + (f" ({name!r} is not there)" if name else ""))
 
 
+def session(path: Path, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def sessions(folder: Path, name: str, threads: int | None) -> dict[str, ort.InferenceSession]:
-    found = {}
-    for precision in ("fp32", "fp16", "int8"):
-        path = folder / f"{name}.{precision}.onnx"
-        if path.is_file():
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if threads:
-                options.intra_op_num_threads = threads
-            found[precision] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return found
+    paths = {precision: folder / f"{name}.{precision}.onnx" for precision in ("fp32", "fp16", "int8")}
+    return {precision: session(path, threads) for precision, path in paths.items() if path.is_file()}
+
+
+def example_feed(first: ort.InferenceSession) -> dict[str, np.ndarray]:
+    shape = [d if isinstance(d, int) else 1 for d in first.get_inputs()[0].shape]
+    return {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
 
 
 def measure(runs: dict[str, ort.InferenceSession], rounds: int, settle: float,
             warmup: int = 3) -> dict[str, list[float]]:
-    shape = [d if isinstance(d, int) else 1 for d in runs["fp32"].get_inputs()[0].shape]
-    feed = {"images": np.random.default_rng(0).random(shape, dtype=np.float32)}
+    feed = example_feed(next(iter(runs.values())))
     for session in runs.values():
         for _ in range(warmup):
             session.run(None, feed)
@@ -70,37 +75,66 @@ def measure(runs: dict[str, ort.InferenceSession], rounds: int, settle: float,
     return times
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default="artifacts/cpu-int8", help="folder with <name>.{fp32,fp16,int8}.onnx")
+    parser.add_argument("--name", help="the export to time when the folder holds several (e.g. cstf-n-relu-1024)")
+    parser.add_argument("--models", nargs="+", type=Path,
+                        help="time these ONNX files instead (an A/B: ratios to the first, outputs compared to it)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--settle", type=float, default=0.1, help="idle seconds before each timed run (default 0.1)")
-    parser.add_argument("--name", help="the export to time when the folder holds several (e.g. cstf-n-relu-1024)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    name = model_name(Path(args.dir), args.name)
-    runs = sessions(Path(args.dir), name, args.threads)
+    return parser.parse_args()
+
+
+def output_differences(runs: dict[str, ort.InferenceSession]) -> dict[str, float]:
+    """Largest absolute difference of each model's first output from the first model's, on the timing input."""
+    outputs = {label: s.run(None, example_feed(s))[0] for label, s in runs.items()}
+    first = next(iter(outputs.values()))
+    return {label: float(np.abs(out - first).max()) if out.shape == first.shape else float("nan")
+            for label, out in outputs.items()}
+
+
+def main() -> None:
+    args = arguments()
+    if args.models:
+        missing = [str(p) for p in args.models if not p.is_file()]
+        if missing:
+            raise SystemExit(f"no such ONNX file: {', '.join(missing)}")
+        name, base, key = "A/B", str(args.models[0]), "speedup_vs_first"
+        runs = {str(path): session(path, args.threads) for path in args.models}
+    else:
+        name, base, key = model_name(Path(args.dir), args.name), "fp32", "speedup_vs_fp32"
+        runs = sessions(Path(args.dir), name, args.threads)
     times = measure(runs, args.rounds, args.settle)
-    base = float(np.median(times["fp32"]))
-    rows = {name: {"median_ms": round(float(np.median(t)), 2), "p90_ms": round(float(np.percentile(t, 90)), 2),
-                   "speedup_vs_fp32": round(base / float(np.median(t)), 2)} for name, t in times.items()}
-    shape = runs["fp32"].get_inputs()[0].shape
+    reference = float(np.median(times[base]))
+    rows = {label: {"median_ms": round(float(np.median(t)), 2), "p90_ms": round(float(np.percentile(t, 90)), 2),
+                    key: round(reference / float(np.median(t)), 2)} for label, t in times.items()}
+    if args.models:
+        for label, difference in output_differences(runs).items():
+            rows[label]["max_abs_diff_vs_first"] = difference
     cpu = cpu_info()
-    report = {"model": name, "input": shape, "rounds": args.rounds, "settle_s": args.settle, "cpu_count": os.cpu_count(),
-              "cpu": cpu["model"], "cpu_flags": [flag for flag, present in cpu["flags"].items() if present],
-              "onnxruntime": ort.__version__,
-              "variants": rows, "target_int8_speedup": TARGET_INT8_SPEEDUP,
-              "target_met": rows.get("int8", {}).get("speedup_vs_fp32", 0.0) >= TARGET_INT8_SPEEDUP}
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"{name}: input {shape}, {args.rounds} interleaved rounds, ONNX Runtime {ort.__version__}, {os.cpu_count()} cores "
-          f"of {report['cpu']}")
-    for name, row in rows.items():
-        print(f"  {name}: median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
-              f"{row['speedup_vs_fp32']:.2f}x vs fp32")
-    print(f"INT8 >= {TARGET_INT8_SPEEDUP}x FP32: {'met' if report['target_met'] else 'NOT met'}")
+    report = {"model": name, "input": runs[base].get_inputs()[0].shape, "rounds": args.rounds,
+              "settle_s": args.settle, "cpu_count": os.cpu_count(), "cpu": cpu["model"],
+              "cpu_flags": [flag for flag, present in cpu["flags"].items() if present],
+              "onnxruntime": ort.__version__, "variants": rows}
+    if not args.models:
+        report.update(target_int8_speedup=TARGET_INT8_SPEEDUP,
+                      target_met=rows.get("int8", {}).get(key, 0.0) >= TARGET_INT8_SPEEDUP)
+    print(json.dumps(report, indent=2) if args.json else summary(report, key))
+
+
+def summary(report: dict, key: str) -> str:
+    lines = [f"{report['model']}: input {report['input']}, {report['rounds']} interleaved rounds, ONNX Runtime "
+             f"{report['onnxruntime']}, {report['cpu_count']} cores of {report['cpu']}"]
+    for label, row in report["variants"].items():
+        same = f"  max |diff| vs first {row['max_abs_diff_vs_first']:.3g}" if "max_abs_diff_vs_first" in row else ""
+        lines.append(f"  {label}: median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
+                     f"{row[key]:.2f}x vs {'first' if key.endswith('first') else 'fp32'}{same}")
+    if "target_met" in report:
+        lines.append(f"INT8 >= {TARGET_INT8_SPEEDUP}x FP32: {'met' if report['target_met'] else 'NOT met'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
