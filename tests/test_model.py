@@ -160,6 +160,33 @@ def test_split_csp_inputs_gives_the_same_numbers_and_keeps_the_original():
     assert set(model.state_dict()) == set(build_model("cstf-n", num_classes=3).state_dict())
 
 
+def test_fusion_norms_as_convs_give_the_same_numbers():
+    from cstf_edge.model.cstf_block import Fusion, fusion_norms_as_convs
+    from cstf_edge.model.layers import batchnorm_as_depthwise, split_csp_inputs
+
+    torch.manual_seed(3)
+    model = build_model("cstf-n", num_classes=3)
+    for module in model.modules():  # non-trivial statistics, so a wrong affine map would show
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    converted = fusion_norms_as_convs(split_csp_inputs(model))
+    fusions = [m for m in converted.modules() if isinstance(m, Fusion)]
+    assert fusions and all(isinstance(f.norm, torch.nn.Conv2d) and f.norm.groups == f.norm.in_channels
+                           for f in fusions)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), model(x), atol=1e-4, rtol=1e-4)
+    plain = torch.nn.BatchNorm2d(4, affine=False).eval()
+    plain.running_mean.uniform_(-1, 1)
+    y = torch.rand(2, 4, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(batchnorm_as_depthwise(plain)(y), plain(y), atol=1e-6, rtol=1e-5)
+
+
 def test_peak_sharpening_keeps_peaks_and_suppresses_slopes():
     score = torch.tensor([[[[0.1, 0.5, 0.9, 0.5]]]])
     sharp = sharpen_peaks(score)

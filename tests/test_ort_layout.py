@@ -13,7 +13,7 @@ from cstf_edge.export.ort_layout import apply, gather_nearest_upsamples, pad_inp
 SHAPE = [1, 4, 6, 5]
 
 
-def _model(mode="nearest", coordinates="asymmetric", scales=(1, 1, 2, 3), out_scale=0.05, readers=1):
+def _model(mode="nearest", coordinates="asymmetric", scales=(1, 1, 2, 3), out_scale=0.05, readers=1, **resize_attrs):
     """x -> Q/DQ -> 1x1 Conv (Q/DQ weights) -> Q/DQ -> Resize -> Q/DQ (scale ``out_scale``) -> y."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.uint8(3), "z"),
@@ -28,7 +28,7 @@ def _model(mode="nearest", coordinates="asymmetric", scales=(1, 1, 2, 3), out_sc
              helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
              helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
              helper.make_node("Resize", ["cd", "", "scales"], ["r"], name="up", mode=mode,
-                              coordinate_transformation_mode=coordinates, nearest_mode="floor"),
+                              coordinate_transformation_mode=coordinates, nearest_mode="floor", **resize_attrs),
              helper.make_node("QuantizeLinear", ["r", "s_out", "z"], ["rq"]),
              helper.make_node("DequantizeLinear", ["rq", "s_out", "z"], ["y"])]
     out_shape = [int(d * f) for d, f in zip(SHAPE, scales)]
@@ -70,9 +70,12 @@ def test_the_rewritten_upsample_gives_the_same_bytes(level):
     {"scales": (1, 2, 2, 2)},  # resizes channels
     {"out_scale": 0.07},  # requantizes: ONNX Runtime runs it in float
     {"readers": 2},  # its float output is read elsewhere
+    {"axes": [0, 1, 3, 2]},  # opset 18's axes reorder the scales
 ])
 def test_other_resizes_are_left_alone(kwargs):
     model = _model(**kwargs)
+    if "axes" in kwargs:
+        model.opset_import[0].version = 18
     assert gather_nearest_upsamples(model) == 0
     assert [n.op_type for n in model.graph.node].count("Resize") == 1
 
@@ -126,3 +129,71 @@ def test_other_convolutions_are_not_padded(kwargs):
     model, _ = _conv_model(**kwargs)
     assert pad_input_channels(model) == 0
     assert "Pad" not in [n.op_type for n in model.graph.node]
+
+
+def test_per_channel_quantized_upsamples_are_left_alone():
+    """New Q/DQ nodes on NHWC tensors could not keep a per-channel axis: such a Resize stays."""
+    model = _model()
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.full(4, 0.05, np.float32), "s_pc"),
+                              numpy_helper.from_array(np.full(4, 3, np.uint8), "z_pc")])
+    for node in graph.node:
+        if node.output[0] in ("cq", "cd", "rq", "y"):
+            node.input[1:3] = ["s_pc", "z_pc"]
+            node.attribute.append(helper.make_attribute("axis", 1))
+    assert gather_nearest_upsamples(model) == 0
+
+
+def test_onnx_runtime_runs_the_gathers_on_uint8():
+    """In ONNX Runtime's optimised graph the Gathers read quantized tensors (no DequantizeLinear before them)."""
+    model = _model()
+    gather_nearest_upsamples(model)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(_tmp_file("optimized.onnx"))
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    producers = {out: node.op_type for node in optimized.graph.node for out in node.output}
+    gathers = [n for n in optimized.graph.node if n.op_type == "Gather"]
+    assert len(gathers) == 2 and "Resize" not in producers.values()
+    assert all(producers.get(n.input[0]) != "DequantizeLinear" for n in gathers)
+
+
+def _tmp_file(name):
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix="cstf-ort-layout-")) / name
+
+
+def test_weights_scaled_per_input_channel_are_not_padded():
+    model, _ = _conv_model()
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.full(3, 0.01, np.float32), "ws_in"),
+                              numpy_helper.from_array(np.zeros(3, np.int8), "wz_in")])
+    weight_dq = next(n for n in graph.node if n.output[0] == "wd")
+    weight_dq.input[1:3] = ["ws_in", "wz_in"]
+    del weight_dq.attribute[:]
+    weight_dq.attribute.append(helper.make_attribute("axis", 1))
+    assert pad_input_channels(model) == 0
+
+
+def test_only_orphaned_dequantize_nodes_go_and_graph_outputs_stay():
+    """After padding, the convolution's former input DequantizeLinear goes; one that is a graph output, or is
+    read inside a subgraph, stays."""
+    for keep in ("output", "subgraph"):
+        model, shape = _conv_model()
+        graph = model.graph
+        if keep == "output":
+            graph.output.append(helper.make_tensor_value_info("xd", TensorProto.FLOAT, shape))
+        else:
+            branch = helper.make_graph([helper.make_node("Identity", ["xd"], ["branch_out"])], "branch", [],
+                                       [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, shape)])
+            graph.initializer.append(numpy_helper.from_array(np.array(True), "flag"))
+            graph.node.append(helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch))
+            graph.output.append(helper.make_tensor_value_info("chosen", TensorProto.FLOAT, shape))
+        assert apply(model)["padded_convs"] == 1
+        assert any(n.output[0] == "xd" for n in model.graph.node), keep
+    model, _ = _conv_model()
+    apply(model)
+    assert not any(n.output[0] == "xd" for n in model.graph.node)
+    assert "w" not in {i.name for i in model.graph.initializer}  # the unpadded weights are gone too

@@ -11,8 +11,8 @@ graph fall off its fast paths (ONNX Runtime 1.32 profiles of cstf-n INT8 at 1024
 - **Convolutions over 3 channels.** The symmetric INT8 convolution kernels need a multiple of 4 input channels;
   the 3-channel stem fell back to a generic im2col path, 3.5 ms where FP32 took 1.6 ms.
   :func:`pad_input_channels` pads the quantized input with zero-point channels (a uint8 ``Pad``, 0.06 ms) and
-  the weights with zeros: 1.9 ms. The CSTF fusions' first convolutions (an odd channel count) get one channel
-  too. (On Arm64 ONNX Runtime uses that kernel only from 64 input channels.)
+  the weights with zeros: 1.9 ms. The CSTF fusions' first convolutions (an odd channel count: 197 and 325
+  in cstf-n) are padded to the next multiple of 4 too. (On Arm64 ONNX Runtime uses that kernel only from 64 input channels.)
 
 Every tensor a rewrite adds carries the scale and zero point of the one it replaces, so ONNX Runtime drops the
 Q/DQ pairs and moves the same bytes. For ONNX Runtime targets only; TensorRT builds from the plain Q/DQ graph.
@@ -26,20 +26,30 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SCHEME = "ort-int8-layout-v1"  # recorded in ONNX Runtime INT8 artifacts
+# Recorded in ONNX Runtime INT8 artifacts. Changing what the rewrites do means a new SCHEME *and* a new
+# onnx_export.EXPORT_REVISION: cstf-n's artifacts are remade by revision, the peers' by this value.
+SCHEME = "ort-int8-layout-v1"
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 CHANNEL_MULTIPLE = 4  # input channels ONNX Runtime's symmetric x86 INT8 convolution kernels take
-KERNEL_MIN_OUTPUT_CHANNELS = 16  # and the fewest output channels (a multiple of 4)
+KERNEL_MIN_OUTPUT_CHANNELS = 16  # the fewest output channels they take
+KERNEL_OUTPUT_ALIGNMENT = 4  # and a multiple of this
 
 
 def apply(model) -> dict[str, int]:
-    """Both rewrites, in place; how many of each were made (for the artifact's metadata)."""
+    """Both rewrites, in place; how many of each were made (for the artifact's metadata). A graph the rewrites
+    leave invalid is an :class:`ExportError` naming them."""
     import onnx
+
+    from cstf_edge.export.errors import ExportError
 
     counts = {"gathered_upsamples": gather_nearest_upsamples(model), "padded_convs": pad_input_channels(model)}
     if any(counts.values()):
         _drop_unread(model.graph)
-        onnx.checker.check_model(model)
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"the ONNX Runtime INT8 layout rewrites ({SCHEME}) left an invalid graph: "
+                              f"{str(exc).splitlines()[0]}") from None
         log.info("INT8 layout for ONNX Runtime: %d upsample(s) as NHWC Gathers, %d convolution(s) padded to a "
                  "multiple of %d input channels", counts["gathered_upsamples"], counts["padded_convs"],
                  CHANNEL_MULTIPLE)
@@ -109,16 +119,29 @@ def _pad_plan(conv, producers, readers, constants):
     if any(n is None or n.op_type != "DequantizeLinear" or len(n.input) < 3 for n in (dequantize, weight_dq)):
         return None
     weights, zero = constants.get(weight_dq.input[0]), constants.get(dequantize.input[2])
-    weight_zero = constants.get(weight_dq.input[2])
+    weight_zero, weight_scale = constants.get(weight_dq.input[2]), constants.get(weight_dq.input[1])
     groups = next((a.i for a in conv.attribute if a.name == "group"), 1)
-    if (weights is None or weights.dtype != np.int8 or weights.ndim != 4 or zero is None or zero.ndim != 0
-            or weight_zero is None or np.any(weight_zero != 0) or groups != 1 or readers[conv.input[1]] != 1):
+    if (weights is None or weights.dtype != np.int8 or weights.ndim != 4 or not _per_tensor(dequantize, constants)
+            or zero is None or zero.ndim != 0 or weight_zero is None or np.any(weight_zero != 0)
+            or weight_scale is None or groups != 1 or readers[conv.input[1]] != 1):
         return None
     out_channels, in_channels = weights.shape[:2]
+    attrs = {a.name: a.i for a in weight_dq.attribute}
+    per_output_channel = attrs.get("axis", 1) == 0 and weight_scale.shape == (out_channels,)
+    if "block_size" in attrs or not (weight_scale.size == 1 or per_output_channel):
+        return None  # scales along the input channels (or in blocks) would not fit the padded weights
     extra = -in_channels % CHANNEL_MULTIPLE
-    if extra == 0 or out_channels < KERNEL_MIN_OUTPUT_CHANNELS or out_channels % CHANNEL_MULTIPLE:
+    if extra == 0 or out_channels < KERNEL_MIN_OUTPUT_CHANNELS or out_channels % KERNEL_OUTPUT_ALIGNMENT:
         return None
     return dequantize, weights, extra
+
+
+def _per_tensor(node, constants) -> bool:
+    """A Q/DQ node with one scale and one zero point (no axis, no blocks)."""
+    if len(node.input) < 3 or any(a.name in ("axis", "block_size") for a in node.attribute):
+        return False
+    values = [constants.get(name) for name in node.input[1:3]]
+    return all(v is not None and v.size == 1 for v in values)
 
 
 def _static_shapes(graph) -> dict[str, list[int]]:
@@ -142,12 +165,12 @@ def _constants(graph) -> dict[str, np.ndarray]:
 
 
 def _upsample_plan(graph, resize, shapes, constants):
-    """``(quantize_node, factors, (height, width))`` when ``resize`` can be rewritten, else None."""
+    """``(input DequantizeLinear, factors, (height, width))`` when ``resize`` can be rewritten, else None."""
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in resize.attribute}
     if (attrs.get("mode", b"nearest") != b"nearest" or attrs.get("coordinate_transformation_mode") != b"asymmetric"
-            or attrs.get("nearest_mode") != b"floor" or resize.input[0] not in shapes):
+            or attrs.get("nearest_mode") != b"floor" or "axes" in attrs or resize.input[0] not in shapes):
         return None
     scales = constants.get(resize.input[2]) if len(resize.input) > 2 and resize.input[2] else None
     if scales is None or scales.shape != (4,) or list(scales[:2]) != [1, 1]:
@@ -160,9 +183,10 @@ def _upsample_plan(graph, resize, shapes, constants):
     if producer is None or producer.op_type != "DequantizeLinear" or len(readers) != 1:
         return None
     quantize = readers[0]
-    if quantize.op_type != "QuantizeLinear" or not _same_parameters(producer, quantize, constants):
+    if (quantize.op_type != "QuantizeLinear" or not _per_tensor(producer, constants)
+            or not _per_tensor(quantize, constants) or not _same_parameters(producer, quantize, constants)):
         return None
-    return quantize, factors, shapes[resize.input[0]][2:]
+    return producer, factors, shapes[resize.input[0]][2:]
 
 
 def _same_parameters(dequantize, quantize, constants) -> bool:
@@ -174,9 +198,10 @@ def _same_parameters(dequantize, quantize, constants) -> bool:
                           and constants[a].dtype == constants[b].dtype) for a, b in pairs)
 
 
-def _upsample_nodes(graph, resize, quantize, factors, size) -> list:
+def _upsample_nodes(graph, resize, dequantize, factors, size) -> list:
     """Transpose, Gather rows, Gather columns, Transpose for ``resize``, each intermediate tensor quantized and
-    dequantized with ``quantize``'s parameters (index initializers are added to ``graph``)."""
+    dequantized with the parameters of ``dequantize``, its input's (defined before it; index initializers are
+    added to ``graph``)."""
     from onnx import helper, numpy_helper
 
     name = resize.name or resize.output[0]
@@ -185,7 +210,7 @@ def _upsample_nodes(graph, resize, quantize, factors, size) -> list:
     graph.initializer.extend([rows, cols])
     steps = [("Transpose", [], {"perm": TO_NHWC}), ("Gather", [rows.name], {"axis": 1}),
              ("Gather", [cols.name], {"axis": 2}), ("Transpose", [], {"perm": TO_NCHW})]
-    scale, zero = quantize.input[1:3]
+    scale, zero = dequantize.input[1:3]
     nodes, current = [], resize.input[0]
     for index, (op, extra, attrs) in enumerate(steps):
         last = index == len(steps) - 1
@@ -199,15 +224,27 @@ def _upsample_nodes(graph, resize, quantize, factors, size) -> list:
 
 
 def _drop_unread(graph) -> None:
-    """Remove the nodes no one reads any more (a padded convolution's former input DequantizeLinear): ONNX
-    Runtime would still run them (0.36 ms for the image's)."""
-    while True:
-        read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
-        unread = [node for node in graph.node if not any(out in read for out in node.output)]
-        if not unread:
-            return
-        for node in unread:
-            graph.node.remove(node)
+    """Remove the DequantizeLinear nodes and initializers no one reads any more (a padded convolution's former
+    input and weights, an upsample's scales): ONNX Runtime would still run such a node (0.36 ms for the
+    image's). Reads inside subgraphs count; other nodes are never touched."""
+    kept = {value.name for value in [*graph.input, *graph.output]}
+    read = _names_read(graph) | kept
+    for node in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in read]:
+        graph.node.remove(node)
+    read = _names_read(graph) | kept
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+
+
+def _names_read(graph) -> set[str]:
+    """Every tensor name a node of ``graph`` or of any subgraph in it reads."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _names_read(sub)
+    return names
 
 
 def _replace(graph, node, nodes) -> None:

@@ -121,12 +121,17 @@ def batchnorm_as_depthwise(norm: nn.BatchNorm2d) -> nn.Conv2d:
     ``a = gamma / sqrt(var + eps)``, ``b = beta - a * mean``): the same numbers up to rounding. ONNX Runtime
     quantizes a convolution into its NHWC INT8 path, where a BatchNormalization that cannot fold into a
     convolution (one after a residual sum) stays a float island between dequantize and quantize nodes."""
-    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    if norm.running_mean is None:
+        raise CstfError(f"{norm}: a BatchNorm without running statistics has no fixed inference-time affine map")
+    mean, var = norm.running_mean.detach(), norm.running_var.detach()
+    gamma = norm.weight.detach() if norm.affine else torch.ones_like(mean)
+    beta = norm.bias.detach() if norm.affine else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + norm.eps)
     conv = nn.Conv2d(norm.num_features, norm.num_features, 1, groups=norm.num_features, bias=True)
     with torch.no_grad():
         conv.weight.copy_(scale.view(-1, 1, 1, 1))
-        conv.bias.copy_(norm.bias.detach() - scale * norm.running_mean)
-    return conv.to(norm.weight.device).eval()
+        conv.bias.copy_(beta - scale * mean)
+    return conv.to(device=mean.device, dtype=mean.dtype).eval()
 
 
 class SpatialPyramidPool(nn.Module):
