@@ -138,17 +138,22 @@ def test_correspondence_confidence_equals_the_textbook_softmax_entropy(log_tempe
     torch.testing.assert_close(confidence[:, 2:], entropy.reshape(2, 2, 4, 4), atol=1e-4, rtol=1e-4)
 
 
-def test_split_csp_inputs_gives_the_same_numbers_and_keeps_the_original():
-    from cstf_edge.model.layers import CSPBlock, HalvesConv, split_csp_inputs
-
-    torch.manual_seed(2)
-    model = build_model("cstf-n", num_classes=3)
-    for module in model.modules():  # non-trivial BatchNorm statistics, so a wrong slice would show
+def _randomize_batchnorms(model) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, in place."""
+    for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
+
+
+def test_split_csp_inputs_gives_the_same_numbers_and_keeps_the_original():
+    from cstf_edge.model.layers import CSPBlock, HalvesConv, split_csp_inputs
+
+    torch.manual_seed(2)
+    model = build_model("cstf-n", num_classes=3)
+    _randomize_batchnorms(model)  # non-trivial statistics, so a wrong slice would show
     model.eval()
     split = split_csp_inputs(model)
     x = torch.rand(1, 3, 128, 128)
@@ -166,12 +171,7 @@ def test_fusion_norms_as_convs_give_the_same_numbers():
 
     torch.manual_seed(3)
     model = build_model("cstf-n", num_classes=3)
-    for module in model.modules():  # non-trivial statistics, so a wrong affine map would show
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
+    _randomize_batchnorms(model)  # so a wrong affine map would show
     model.eval()
     converted = fusion_norms_as_convs(split_csp_inputs(model))
     fusions = [m for m in converted.modules() if isinstance(m, Fusion)]

@@ -105,9 +105,7 @@ def pad_input_channels(model) -> int:
                                   mode="constant", name=f"{name}/pad_channels"),
                  helper.make_node("DequantizeLinear", [f"{name}/padded", scale, zero], [f"{name}/padded_dq"],
                                   name=f"{name}/padded_DQ")]
-        position = list(graph.node).index(conv)
-        for offset, node in enumerate(nodes):
-            graph.node.insert(position + offset, node)
+        _insert_before(graph, conv, nodes)
         conv.input[0] = f"{name}/padded_dq"
         count += 1
     return count
@@ -190,10 +188,8 @@ def _upsample_plan(graph, resize, shapes, constants):
 
 
 def _same_parameters(dequantize, quantize, constants) -> bool:
-    """Equal scale and zero point (by name, or by value when both are constants)."""
-    pairs = list(zip(dequantize.input[1:3], quantize.input[1:3]))
-    if len(pairs) < 2:
-        return False
+    """Equal scale and zero point (by name, or by value when both are constants); both nodes name both."""
+    pairs = zip(dequantize.input[1:3], quantize.input[1:3])
     return all(a == b or (a in constants and b in constants and np.array_equal(constants[a], constants[b])
                           and constants[a].dtype == constants[b].dtype) for a, b in pairs)
 
@@ -248,7 +244,11 @@ def _names_read(graph) -> set[str]:
 
 
 def _replace(graph, node, nodes) -> None:
-    position = list(graph.node).index(node)
+    _insert_before(graph, node, nodes)
     graph.node.remove(node)
+
+
+def _insert_before(graph, node, nodes) -> None:
+    position = list(graph.node).index(node)
     for offset, new in enumerate(nodes):
         graph.node.insert(position + offset, new)
